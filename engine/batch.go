@@ -1,0 +1,72 @@
+package engine
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Batch collects writes to commit atomically with an applied index. Reads
+// through the batch see its own earlier writes, which is what lets a Raft
+// batch of several commands (and a transaction's preconditions) apply in
+// order inside one Pebble batch. A Batch is used by one goroutine.
+type Batch struct {
+	b   *pebble.Batch
+	e   *Engine
+	buf []byte
+}
+
+// Get reads user key k through the batch, returning ErrNotFound when absent.
+func (b *Batch) Get(k []byte) ([]byte, error) {
+	b.buf = userKey(b.buf, k)
+	return getCopy(b.b, b.buf)
+}
+
+// Put sets user key k to v.
+func (b *Batch) Put(k, v []byte) error {
+	b.buf = userKey(b.buf, k)
+	return b.b.Set(b.buf, v, nil)
+}
+
+// Delete removes user key k.
+func (b *Batch) Delete(k []byte) error {
+	b.buf = userKey(b.buf, k)
+	return b.b.Delete(b.buf, nil)
+}
+
+// DeleteRange removes every user key in [start, end). A nil end means the end
+// of user data.
+func (b *Batch) DeleteRange(start, end []byte) error {
+	if end != nil && bytes.Compare(start, end) >= 0 {
+		return ErrInvalidRange
+	}
+	return b.b.DeleteRange(lowerBound(start), upperBound(end), nil)
+}
+
+// SetAppliedIndex records the Raft index the batch brings the image up to.
+func (b *Batch) SetAppliedIndex(index uint64) error {
+	return b.b.Set(keyApplied, encodeUint64(index), nil)
+}
+
+// Commit applies the batch atomically. With sync the WAL is fsynced before
+// Commit returns; without, durability comes from the next Engine.Sync.
+func (b *Batch) Commit(sync bool) error {
+	if b.e.closed.Load() {
+		return ErrClosed
+	}
+	opts := pebble.NoSync
+	if sync {
+		opts = pebble.Sync
+	}
+	if err := b.b.Commit(opts); err != nil {
+		return fmt.Errorf("keel/engine: commit: %w", err)
+	}
+	return nil
+}
+
+// Len is the size of the batch's encoded writes in bytes.
+func (b *Batch) Len() int { return b.b.Len() }
+
+// Close releases the batch. It must be called whether or not it committed.
+func (b *Batch) Close() error { return b.b.Close() }

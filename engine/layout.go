@@ -1,0 +1,253 @@
+package engine
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+const (
+	currentFile = "CURRENT"
+	imagePrefix = "img-"
+	tempPrefix  = "tmp-"
+)
+
+// Root is a replica's state directory: a set of images and the CURRENT
+// pointer naming the live one (see the package documentation).
+type Root struct {
+	Dir string
+	FS  vfs.FS
+}
+
+// NewRoot returns the Root at dir on fs (nil means the OS filesystem).
+func NewRoot(dir string, fs vfs.FS) Root {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	return Root{Dir: dir, FS: fs}
+}
+
+func imageName(n uint64) string { return fmt.Sprintf("%s%016d", imagePrefix, n) }
+
+func parseImageName(name string) (uint64, bool) {
+	if !strings.HasPrefix(name, imagePrefix) || len(name) != len(imagePrefix)+16 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(name[len(imagePrefix):], 10, 64)
+	return n, err == nil
+}
+
+// Current returns the name of the live image, or "" when there is none yet.
+func (r Root) Current() (string, error) {
+	f, err := r.FS.Open(r.FS.PathJoin(r.Dir, currentFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("keel/engine: read %s: %w", currentFile, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 128))
+	if err != nil {
+		return "", fmt.Errorf("keel/engine: read %s: %w", currentFile, err)
+	}
+	name := strings.TrimSuffix(string(b), "\n")
+	if _, ok := parseImageName(name); !ok {
+		return "", fmt.Errorf("%w: %s in %s names %q, not an image", ErrCorrupt, currentFile, r.Dir, name)
+	}
+	if _, err := r.FS.Stat(r.FS.PathJoin(r.Dir, name)); err != nil {
+		return "", fmt.Errorf("%w: %s names %s, which is missing: %v", ErrCorrupt, currentFile, name, err)
+	}
+	return name, nil
+}
+
+// OpenRoot opens the live image under dir, creating the directory and an
+// empty first image when there is none, after sweeping the leftovers of any
+// interrupted install or checkpoint.
+func OpenRoot(dir string, o Options) (*Engine, error) {
+	r := NewRoot(dir, o.FS)
+	if !o.ReadOnly {
+		if err := r.FS.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("keel/engine: create %s: %w", dir, err)
+		}
+	}
+	cur, err := r.Current()
+	if err != nil {
+		return nil, err
+	}
+	if cur == "" {
+		if o.ReadOnly {
+			return nil, fmt.Errorf("%w: %s has no %s file", ErrNotKeel, dir, currentFile)
+		}
+		if cur, err = r.createFirstImage(); err != nil {
+			return nil, err
+		}
+	}
+	if !o.ReadOnly {
+		if err := r.Sweep(); err != nil {
+			return nil, err
+		}
+	}
+	return Open(r.FS.PathJoin(dir, cur), o)
+}
+
+func (r Root) createFirstImage() (string, error) {
+	tmp, err := r.TempDir("first")
+	if err != nil {
+		return "", err
+	}
+	// An image is a Pebble directory; Pebble creates its files on first open,
+	// so an empty directory is a valid empty image.
+	name, err := r.Publish(tmp)
+	if err != nil {
+		_ = r.FS.RemoveAll(tmp)
+		return "", err
+	}
+	return name, nil
+}
+
+// TempDir creates a fresh work directory under the root. It is removed by the
+// next Sweep unless it is published first.
+func (r Root) TempDir(purpose string) (string, error) {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	dir := r.FS.PathJoin(r.Dir, tempPrefix+purpose+"-"+hex.EncodeToString(rnd[:]))
+	if err := r.FS.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("keel/engine: create %s: %w", dir, err)
+	}
+	return dir, nil
+}
+
+// TempPath names a fresh work path under the root without creating it (for
+// Pebble checkpoints, whose destination must not exist).
+func (r Root) TempPath(purpose string) string {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	return r.FS.PathJoin(r.Dir, tempPrefix+purpose+"-"+hex.EncodeToString(rnd[:]))
+}
+
+// Publish makes the complete image in tmpDir (which must be under the root)
+// the live one and returns its name. The steps are ordered so that a crash at
+// any point leaves CURRENT naming either the old image or the new one:
+// rename tmpDir to the next image name, fsync the root, write CURRENT.tmp,
+// fsync it, rename it over CURRENT, fsync the root. The old image is left for
+// the caller to remove once nothing reads it (RemoveImage, or the next Sweep).
+func (r Root) Publish(tmpDir string) (string, error) {
+	names, err := r.FS.List(r.Dir)
+	if err != nil {
+		return "", fmt.Errorf("keel/engine: list %s: %w", r.Dir, err)
+	}
+	var next uint64 = 1
+	for _, n := range names {
+		if v, ok := parseImageName(n); ok && v >= next {
+			next = v + 1
+		}
+	}
+	name := imageName(next)
+	if err := r.FS.Rename(tmpDir, r.FS.PathJoin(r.Dir, name)); err != nil {
+		return "", fmt.Errorf("keel/engine: publish image: %w", err)
+	}
+	if err := r.syncDir(); err != nil {
+		return "", err
+	}
+	tmpCur := r.FS.PathJoin(r.Dir, currentFile+".tmp")
+	f, err := r.FS.Create(tmpCur, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return "", fmt.Errorf("keel/engine: write %s: %w", currentFile, err)
+	}
+	if _, err := f.Write([]byte(name + "\n")); err != nil {
+		_ = f.Close()
+		return "", fmt.Errorf("keel/engine: write %s: %w", currentFile, err)
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return "", fmt.Errorf("keel/engine: sync %s: %w", currentFile, err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("keel/engine: close %s: %w", currentFile, err)
+	}
+	if err := r.FS.Rename(tmpCur, r.FS.PathJoin(r.Dir, currentFile)); err != nil {
+		return "", fmt.Errorf("keel/engine: replace %s: %w", currentFile, err)
+	}
+	if err := r.syncDir(); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+func (r Root) syncDir() error {
+	d, err := r.FS.OpenDir(r.Dir)
+	if err != nil {
+		return fmt.Errorf("keel/engine: open %s: %w", r.Dir, err)
+	}
+	if err := d.Sync(); err != nil {
+		_ = d.Close()
+		return fmt.Errorf("keel/engine: sync %s: %w", r.Dir, err)
+	}
+	return d.Close()
+}
+
+// Sweep removes every image that CURRENT does not name, every work directory
+// and a stray CURRENT.tmp. It must not run while another goroutine is
+// building a temp dir under the same root.
+func (r Root) Sweep() error {
+	cur, err := r.Current()
+	if err != nil {
+		return err
+	}
+	names, err := r.FS.List(r.Dir)
+	if err != nil {
+		return fmt.Errorf("keel/engine: list %s: %w", r.Dir, err)
+	}
+	for _, n := range r.leftovers(names, cur) {
+		if err := r.FS.RemoveAll(r.FS.PathJoin(r.Dir, n)); err != nil {
+			return fmt.Errorf("keel/engine: remove leftover %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// Leftovers lists what Sweep would remove, without removing anything.
+func (r Root) Leftovers() ([]string, error) {
+	cur, err := r.Current()
+	if err != nil {
+		return nil, err
+	}
+	names, err := r.FS.List(r.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("keel/engine: list %s: %w", r.Dir, err)
+	}
+	return r.leftovers(names, cur), nil
+}
+
+func (r Root) leftovers(names []string, cur string) []string {
+	var out []string
+	for _, n := range names {
+		_, isImage := parseImageName(n)
+		if (isImage && n != cur) || strings.HasPrefix(n, tempPrefix) || n == currentFile+".tmp" {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// RemoveImage deletes an image that is no longer live.
+func (r Root) RemoveImage(name string) error {
+	cur, err := r.Current()
+	if err != nil {
+		return err
+	}
+	if name == cur {
+		return fmt.Errorf("keel/engine: refusing to remove the live image %s", name)
+	}
+	return r.FS.RemoveAll(r.FS.PathJoin(r.Dir, name))
+}

@@ -1,0 +1,45 @@
+package plugin
+
+import (
+	"github.com/lni/dragonboat/v4/config"
+)
+
+// LogDBConfig is Keel's recommended Dragonboat LogDB configuration.
+//
+// Dragonboat's default (the "large memory" config) runs 16 LogDB shards,
+// each a Pebble instance with 128 MiB memtables whose WAL files are
+// preallocated: an empty NodeHost already holds about 148 MB of disk and each
+// shard keeps about 740 MB allocated after log compaction (DESIGN.md §4).
+// Keel hosts one or a few Raft shards per NodeHost, so Keel uses the tiny
+// config (4 MiB write buffers) on a single LogDB shard: the log's disk use
+// then follows compaction down to a few MiB, and memory stays far below
+// Keel's 200 MiB per-replica budget. Hosts running hundreds of shards on one
+// NodeHost should raise Shards.
+func LogDBConfig() config.LogDBConfig {
+	c := config.GetTinyMemLogDBConfig()
+	c.Shards = 1
+	return c
+}
+
+// ShardConfig returns Keel's default Raft settings for a replica, for a
+// NodeHost whose RTTMillisecond is about one network round trip.
+//
+//   - ElectionRTT 10, HeartbeatRTT 1: Dragonboat's recommended 10:1 ratio.
+//   - CheckQuorum and PreVote: a partitioned or paused leader steps down and
+//     a returning replica does not disrupt a healthy leader.
+//   - SnapshotEntries 0: snapshots are scheduled by Keel (see the snapshot
+//     package), not by Dragonboat's entry count, unless the host sets it.
+//   - SnapshotCompressionType Snappy: the one compression layer for snapshot
+//     streams (Pebble sstables are already compressed; the WAL part gains).
+func ShardConfig(shardID, replicaID uint64) config.Config {
+	return config.Config{
+		ShardID:                 shardID,
+		ReplicaID:               replicaID,
+		ElectionRTT:             10,
+		HeartbeatRTT:            1,
+		CheckQuorum:             true,
+		PreVote:                 true,
+		CompactionOverhead:      5000,
+		SnapshotCompressionType: config.Snappy,
+	}
+}

@@ -1,0 +1,63 @@
+// Package sm is Keel's Dragonboat state machine: it implements
+// statemachine.IOnDiskStateMachine over an engine.Engine, owns the command
+// codec, applies commands deterministically, and serves lookups.
+//
+// # Command format (version 1)
+//
+// Every command starts with a version byte and an operation byte. Byte
+// strings are framed as uvarint(len) followed by the bytes.
+//
+//	+------+----+----------------------------------------------------+
+//	| 0x01 | op | body                                               |
+//	+------+----+----------------------------------------------------+
+//
+//	op 1 Put          key value
+//	op 2 Delete       key
+//	op 3 DeleteRange  start end                  (start < end)
+//	op 4 Txn          uvarint(nconds) cond*  uvarint(nops) txnop*
+//
+//	cond   kind(1 byte) key [value]   kind 1 absent, 2 exists, 3 value equals
+//	                                  (value only for kind 3)
+//	txnop  op(1 byte) key [value]     op 1 put (with value), 2 delete
+//
+// A command must decode exactly, with no trailing bytes. Limits: keys are 1
+// to MaxKeySize (4 KiB) bytes, values at most MaxValueSize (1 MiB), a
+// command at most MaxCommandSize (2 MiB), a transaction at most MaxTxnItems
+// (1024) conditions and operations together, with at least one operation.
+//
+// # Apply
+//
+// Update applies all entries of one call in one Pebble batch, followed by the
+// index of the last applied entry, and commits it without fsync (Sync, which
+// Dragonboat calls before compacting the Raft log, makes it durable). For
+// each entry:
+//
+//  1. index <= applied index: skipped, CodeAlreadyApplied. This happens after
+//     a snapshot image later than its snapshot index is installed.
+//  2. the command does not decode or breaks a limit: CodeInvalidCommand with
+//     the reason as Data. Decoding depends on the bytes alone, so every
+//     replica returns the same result; Update never returns an error for a
+//     bad command, because an error halts the replica.
+//  3. Put, Delete, DeleteRange: applied, CodeOK.
+//  4. Txn: conditions are checked in order against the state including every
+//     earlier entry of the batch; the first that fails gives
+//     CodePreconditionFailed with its position and nothing is written.
+//     Otherwise the operations apply in order, CodeOK. All or nothing, like
+//     an etcd transaction with an empty else branch.
+//
+// Apply reads nothing but the entries and the stored state: no clock, no
+// randomness, no map iteration.
+//
+// # Lookups
+//
+// Lookup takes GetQuery, ScanQuery, StatsQuery or HashQuery. Each is served
+// from one consistent Pebble view, so a StateHash and the applied index
+// returned with it describe the same state.
+//
+// # Concurrency
+//
+// Dragonboat serialises Open, Update, Sync, PrepareSnapshot,
+// RecoverFromSnapshot and Close. Lookup and SaveSnapshot run concurrently
+// with them. StateMachine.mu is held shared by readers and exclusively only
+// to swap or close the engine, so a read never sees a closed engine.
+package sm
