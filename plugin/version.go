@@ -1,0 +1,9 @@
+package plugin
+
+// Version is Keel's release version.
+const Version = "0.1.0"
+
+// APIVersion is the version of the storage-plugin handshake (Descriptor).
+// It changes whenever Descriptor's fields or their meaning change; a loader
+// refuses a plugin whose APIVersion differs from its own.
+const APIVersion = 1
