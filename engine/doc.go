@@ -28,9 +28,11 @@
 //	<root>/tmp-*            work in progress (checkpoints, incoming images)
 //
 // CURRENT is only ever replaced by writing a temp file, fsyncing it, renaming
-// it over CURRENT and fsyncing the root. On Open, every img-* that CURRENT
-// does not name and every tmp-* is removed: they are leftovers of a crash in
-// the middle of an install or a checkpoint.
+// it over CURRENT and fsyncing the root. The root itself is created with the
+// parent of every new directory fsynced, and its parent is fsynced again on
+// each open, so a crash cannot drop the whole root. On Open, every img-*
+// that CURRENT does not name and every tmp-* is removed: they are leftovers
+// of a crash in the middle of an install or a checkpoint.
 //
 // # Durability
 //

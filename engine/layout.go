@@ -75,8 +75,8 @@ func (r Root) Current() (string, error) {
 func OpenRoot(dir string, o Options) (*Engine, error) {
 	r := NewRoot(dir, o.FS)
 	if !o.ReadOnly {
-		if err := r.FS.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("keel/engine: create %s: %w", dir, err)
+		if err := r.create(); err != nil {
+			return nil, err
 		}
 	}
 	cur, err := r.Current()
@@ -183,16 +183,54 @@ func (r Root) Publish(tmpDir string) (string, error) {
 	return name, nil
 }
 
-func (r Root) syncDir() error {
-	d, err := r.FS.OpenDir(r.Dir)
+func (r Root) syncDir() error { return syncDir(r.FS, r.Dir) }
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
 	if err != nil {
-		return fmt.Errorf("keel/engine: open %s: %w", r.Dir, err)
+		return fmt.Errorf("keel/engine: open %s: %w", dir, err)
 	}
 	if err := d.Sync(); err != nil {
 		_ = d.Close()
-		return fmt.Errorf("keel/engine: sync %s: %w", r.Dir, err)
+		return fmt.Errorf("keel/engine: sync %s: %w", dir, err)
 	}
 	return d.Close()
+}
+
+// create makes the root directory durable. A new directory's entry lives in
+// its parent and survives a crash only once the parent is fsynced; without
+// this, an image that Sync made durable could vanish with its root after a
+// crash (and Dragonboat may already have compacted the log behind it). The
+// parent is synced on every open, not just on creation, because an earlier
+// run may have crashed between creating the directory and syncing it.
+func (r Root) create() error {
+	if err := mkdirAllSynced(r.FS, r.Dir); err != nil {
+		return fmt.Errorf("keel/engine: create %s: %w", r.Dir, err)
+	}
+	return syncDir(r.FS, r.FS.PathDir(r.Dir))
+}
+
+// mkdirAllSynced is MkdirAll that fsyncs the parent of every directory it
+// creates.
+func mkdirAllSynced(fs vfs.FS, dir string) error {
+	if _, err := fs.Stat(dir); err == nil {
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	parent := fs.PathDir(dir)
+	if parent != dir {
+		if err := mkdirAllSynced(fs, parent); err != nil {
+			return err
+		}
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if parent == dir {
+		return nil
+	}
+	return syncDir(fs, parent)
 }
 
 // Sweep removes every image that CURRENT does not name, every work directory

@@ -26,6 +26,11 @@ type Options struct {
 	MemTableSize uint64
 	// ReadOnly opens the database without write access (offline tools).
 	ReadOnly bool
+	// DisableCompactions turns off Pebble's automatic compactions. The
+	// snapshot package sets it for its short-lived opens of an image it is
+	// about to stream or publish: they write a few keys and close, so a
+	// compaction there only adds I/O (and could race the close).
+	DisableCompactions bool
 	// Logger receives Pebble's messages. Nil means slog.Default(), with
 	// Pebble's informational chatter dropped below slog's debug level.
 	Logger *slog.Logger
@@ -65,7 +70,9 @@ func (o Options) pebbleOptions() (*pebble.Options, func()) {
 		BytesPerSync:    1 << 20,
 		WALBytesPerSync: 1 << 20,
 		ReadOnly:        o.ReadOnly,
-		Logger:          pebbleLogger{l: o.Logger},
+		// Only for short-lived opens; see Options.DisableCompactions.
+		DisableAutomaticCompactions: o.DisableCompactions,
+		Logger:                      pebbleLogger{l: o.Logger},
 	}
 	po.EnsureDefaults()
 	return po, cache.Unref

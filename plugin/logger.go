@@ -4,49 +4,90 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 
 	"github.com/lni/dragonboat/v4/logger"
 )
 
-// UseSlog routes all of Dragonboat's logging through l. Dragonboat's
-// packages log routine events (elections, snapshots, connections) at Info;
-// records below minLevel are dropped, so slog.LevelWarn makes a host quiet.
-// Dragonboat's logger is process-global: call this once, before creating a
-// NodeHost.
+// slogTarget is where Dragonboat's records go: the logger UseSlog was last
+// given and its floor.
+type slogTarget struct {
+	l   *slog.Logger
+	min slog.Level
+}
+
+var (
+	// slogCurrent is read on every record, so a later UseSlog call
+	// redirects loggers Dragonboat created (and cached) earlier.
+	slogCurrent atomic.Pointer[slogTarget]
+	// slogInstall installs the factory once: Dragonboat's
+	// SetLoggerFactory panics when called a second time.
+	slogInstall sync.Once
+)
+
+// UseSlog routes all of Dragonboat's logging through l (nil means
+// slog.Default()). Dragonboat's packages log routine events (elections,
+// snapshots, connections) at Info; records below minLevel are dropped, so
+// slog.LevelWarn makes a host quiet. Dragonboat's logger is process-global:
+// call UseSlog before creating a NodeHost. Calling it again is safe and
+// redirects every Dragonboat logger to the new l and floor. It panics only if
+// another logger factory was installed in Dragonboat first, which is a
+// programming error in the host.
 func UseSlog(l *slog.Logger, minLevel slog.Level) {
-	logger.SetLoggerFactory(func(pkg string) logger.ILogger {
-		return &slogLogger{l: l.With("pkg", pkg), min: minLevel}
+	slogCurrent.Store(&slogTarget{l: l, min: minLevel})
+	slogInstall.Do(func() {
+		logger.SetLoggerFactory(func(pkg string) logger.ILogger {
+			s := &slogLogger{pkg: pkg}
+			s.level.Store(int64(slog.LevelDebug))
+			return s
+		})
 	})
 }
 
 // slogLogger adapts slog to Dragonboat's ILogger. Dragonboat calls SetLevel
 // on some package loggers; that can raise but never lower the host's floor.
 type slogLogger struct {
-	l     *slog.Logger
-	min   slog.Level
-	level slog.Level
+	pkg string
+	// level is the package's own floor set by SetLevel; atomic because
+	// SetLevel may race with logging from Dragonboat's worker goroutines.
+	level atomic.Int64
 }
 
 func (s *slogLogger) SetLevel(l logger.LogLevel) {
+	var lv slog.Level
 	switch l {
 	case logger.CRITICAL:
-		s.level = slog.LevelError + 4
+		lv = slog.LevelError + 4
 	case logger.ERROR:
-		s.level = slog.LevelError
+		lv = slog.LevelError
 	case logger.WARNING:
-		s.level = slog.LevelWarn
+		lv = slog.LevelWarn
 	case logger.INFO:
-		s.level = slog.LevelInfo
+		lv = slog.LevelInfo
 	default:
-		s.level = slog.LevelDebug
+		lv = slog.LevelDebug
 	}
+	s.level.Store(int64(lv))
+}
+
+func (s *slogLogger) target() (*slog.Logger, slog.Level) {
+	t := slogCurrent.Load()
+	if t == nil || t.l == nil {
+		if t == nil {
+			return slog.Default(), slog.LevelInfo
+		}
+		return slog.Default(), t.min
+	}
+	return t.l, t.min
 }
 
 func (s *slogLogger) log(level slog.Level, format string, args []interface{}) {
-	if level < s.min || level < s.level || !s.l.Enabled(context.Background(), level) {
+	l, min := s.target()
+	if level < min || level < slog.Level(s.level.Load()) || !l.Enabled(context.Background(), level) {
 		return
 	}
-	s.l.Log(context.Background(), level, fmt.Sprintf(format, args...))
+	l.Log(context.Background(), level, fmt.Sprintf(format, args...), "pkg", s.pkg)
 }
 
 func (s *slogLogger) Debugf(format string, args ...interface{}) {
@@ -69,6 +110,7 @@ func (s *slogLogger) Errorf(format string, args ...interface{}) {
 // own logger does, because Dragonboat relies on it not returning.
 func (s *slogLogger) Panicf(format string, args ...interface{}) {
 	msg := fmt.Sprintf(format, args...)
-	s.l.Error(msg, "fatal", true)
+	l, _ := s.target()
+	l.Error(msg, "pkg", s.pkg, "fatal", true)
 	panic(msg)
 }

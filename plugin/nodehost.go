@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"github.com/keel-db/keel/logcompact"
 	"github.com/lni/dragonboat/v4/config"
 )
 
@@ -18,6 +19,7 @@ import (
 func LogDBConfig() config.LogDBConfig {
 	c := config.GetTinyMemLogDBConfig()
 	c.Shards = 1
+	c.KVWriteBufferSize = 2 << 20
 	return c
 }
 
@@ -31,6 +33,13 @@ func LogDBConfig() config.LogDBConfig {
 //     package), not by Dragonboat's entry count, unless the host sets it.
 //   - SnapshotCompressionType Snappy: the one compression layer for snapshot
 //     streams (Pebble sstables are already compressed; the WAL part gains).
+//   - CompactionOverhead logcompact.DefaultKeepEntries: a snapshot taken
+//     without logcompact's option (SnapshotEntries, a plain RequestSnapshot)
+//     still keeps the trailing window's entry count.
+//   - DisableAutoCompactions: logcompact.Compactor runs LogDB's space
+//     reclamation itself so it can measure what each one frees; a host using
+//     these defaults must run a Compactor per replica (its Run loop also
+//     reclaims after snapshots it did not take).
 func ShardConfig(shardID, replicaID uint64) config.Config {
 	return config.Config{
 		ShardID:                 shardID,
@@ -39,7 +48,8 @@ func ShardConfig(shardID, replicaID uint64) config.Config {
 		HeartbeatRTT:            1,
 		CheckQuorum:             true,
 		PreVote:                 true,
-		CompactionOverhead:      5000,
+		CompactionOverhead:      logcompact.DefaultKeepEntries,
+		DisableAutoCompactions:  true,
 		SnapshotCompressionType: config.Snappy,
 	}
 }

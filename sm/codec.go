@@ -292,6 +292,13 @@ func (d *decoder) uvarint() uint64 {
 		d.err = fmt.Errorf("%w: bad length prefix", ErrInvalidCommand)
 		return 0
 	}
+	// binary.Uvarint accepts padded encodings such as 0x80 0x00 for 0.
+	// Only the minimal form is valid, so every command has exactly one
+	// encoding and Decode followed by Encode gives back the same bytes.
+	if n > 1 && d.buf[n-1] == 0 {
+		d.err = fmt.Errorf("%w: non-minimal length prefix", ErrInvalidCommand)
+		return 0
+	}
 	d.buf = d.buf[n:]
 	return v
 }

@@ -20,7 +20,9 @@
 //	                                  (value only for kind 3)
 //	txnop  op(1 byte) key [value]     op 1 put (with value), 2 delete
 //
-// A command must decode exactly, with no trailing bytes. Limits: keys are 1
+// A command must decode exactly, with no trailing bytes, and every uvarint
+// must be in its minimal form, so a command has exactly one encoding
+// (Decode then Encode gives back the input). Limits: keys are 1
 // to MaxKeySize (4 KiB) bytes, values at most MaxValueSize (1 MiB), a
 // command at most MaxCommandSize (2 MiB), a transaction at most MaxTxnItems
 // (1024) conditions and operations together, with at least one operation.
@@ -53,6 +55,13 @@
 // Lookup takes GetQuery, ScanQuery, StatsQuery or HashQuery. Each is served
 // from one consistent Pebble view, so a StateHash and the applied index
 // returned with it describe the same state.
+//
+// # Snapshots
+//
+// PrepareSnapshot, SaveSnapshot and RecoverFromSnapshot (snapshot.go) call
+// into the snapshot package, whose documentation gives the design and the
+// stream format. While a capture is pending, Update records the keys it
+// writes in the state machine's snapshot.Tracker before committing.
 //
 // # Concurrency
 //

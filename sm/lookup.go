@@ -3,7 +3,6 @@ package sm
 import (
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/keel-db/keel/engine"
 )
@@ -156,19 +155,4 @@ func hash(eng *engine.Engine) (engine.StateHash, error) {
 	}
 	defer v.Close()
 	return v.Hash(nil)
-}
-
-// PrepareSnapshot is not implemented in this build.
-func (s *StateMachine) PrepareSnapshot() (interface{}, error) {
-	return nil, ErrSnapshotUnsupported
-}
-
-// SaveSnapshot is not implemented in this build.
-func (s *StateMachine) SaveSnapshot(interface{}, io.Writer, <-chan struct{}) error {
-	return ErrSnapshotUnsupported
-}
-
-// RecoverFromSnapshot is not implemented in this build.
-func (s *StateMachine) RecoverFromSnapshot(io.Reader, <-chan struct{}) error {
-	return ErrSnapshotUnsupported
 }

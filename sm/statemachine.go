@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/keel-db/keel/engine"
+	"github.com/keel-db/keel/snapshot"
 	"github.com/lni/dragonboat/v4/statemachine"
 )
 
@@ -22,6 +23,9 @@ type Config struct {
 	Engine engine.Options
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Snapshot holds limits for received snapshot streams and the budget a
+	// capture spends on recording writes; the zero value gives defaults.
+	Snapshot snapshot.Options
 }
 
 // StateMachine is Keel's statemachine.IOnDiskStateMachine.
@@ -46,6 +50,19 @@ type StateMachine struct {
 	// applied is the last index committed by Update or installed by a
 	// snapshot; read without locks by metrics and status.
 	applied atomic.Uint64
+
+	// tracker records the keys Update writes while a capture is pending
+	// (see snapshot.Tracker); it has its own lock.
+	tracker snapshot.Tracker
+	// capMu guards captures and saving. captures holds the captures
+	// prepared and not yet released, so Close and RecoverFromSnapshot can
+	// release them before closing the engine they pin. saving counts the
+	// SaveSnapshot calls in progress by snapshot index, for StreamFloor.
+	capMu    sync.Mutex
+	captures map[*snapshot.Capture]struct{}
+	saving   map[uint64]int
+	// stats counts snapshot work; read without locks.
+	stats snapshotCounters
 }
 
 var _ statemachine.IOnDiskStateMachine = (*StateMachine)(nil)
@@ -123,7 +140,7 @@ func (s *StateMachine) Update(entries []statemachine.Entry) ([]statemachine.Entr
 			e.Result = statemachine.Result{Value: uint64(CodeAlreadyApplied)}
 			continue
 		}
-		res, err := apply(b, e.Cmd)
+		res, err := apply(b, e.Cmd, &s.tracker)
 		if err != nil {
 			return nil, fmt.Errorf("keel: apply entry %d: %w", e.Index, err)
 		}
@@ -145,10 +162,18 @@ func (s *StateMachine) Update(entries []statemachine.Entry) ([]statemachine.Entr
 
 // apply applies one command to b. Only a failed write to the batch is an
 // error; anything wrong with the command is a result.
-func apply(b *engine.Batch, data []byte) (statemachine.Result, error) {
+//
+// While a snapshot capture is pending, every key and range about to be
+// written is recorded in tr before the batch commits (see snapshot.Tracker);
+// recording a write that then fails or is refused by a precondition only
+// costs the capture a little extra work.
+func apply(b *engine.Batch, data []byte, tr *snapshot.Tracker) (statemachine.Result, error) {
 	cmd, err := Decode(data)
 	if err != nil {
 		return invalidResult(err), nil
+	}
+	if tr.Enabled() {
+		record(tr, &cmd)
 	}
 	switch cmd.Op {
 	case OpPut:
@@ -213,6 +238,7 @@ func (s *StateMachine) Sync() error {
 
 // Close closes the engine. Dragonboat calls it once, after the last Update.
 func (s *StateMachine) Close() error {
+	s.releaseCaptures()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.eng == nil {

@@ -116,7 +116,8 @@ func FreeAddrs(t testing.TB, n int) []string {
 	return out
 }
 
-// New starts an n-replica cluster (replica IDs 1..n) and waits for a leader.
+// New starts an n-replica cluster (replica IDs 1..n) and waits until it is
+// ready (see WaitReady).
 func New(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
 	Quiet()
@@ -141,8 +142,40 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 	for id := range c.Members {
 		c.Start(id)
 	}
-	c.WaitLeader(30 * time.Second)
+	c.WaitReady(30 * time.Second)
 	return c
+}
+
+// WaitReady waits until every running replica knows the same leader and
+// has completed a linearizable read through it. A leader alone is not
+// enough: until a follower has heard from the leader and its connections
+// are up, proposals it forwards can be lost silently and end in a timeout
+// (an ambiguous outcome) instead of a retryable error.
+func (c *Cluster) WaitReady(timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	c.WaitFor(timeout, "every replica to know one leader", func() bool {
+		var leader uint64
+		for _, n := range c.Running() {
+			id, _, ok, err := n.NH.GetLeaderID(c.ShardID)
+			if err != nil || !ok || (leader != 0 && id != leader) || c.Node(id) == nil {
+				return false
+			}
+			leader = id
+		}
+		return leader != 0
+	})
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	for _, n := range c.Running() {
+		err := Retry(ctx, func(ctx context.Context) error {
+			_, _, err := n.Client.Get(ctx, []byte("keel-testcluster-ready"))
+			return err
+		})
+		if err != nil {
+			c.t.Fatalf("replica %d: linearizable read before the cluster is used: %v", n.ReplicaID, err)
+		}
+	}
 }
 
 // Start starts (or restarts) replica id with the cluster's initial members.
@@ -356,26 +389,42 @@ func NotApplied(err error) bool {
 // have stopped, or the replicas may never be seen at one index.
 func (c *Cluster) WaitConverged(timeout time.Duration) map[uint64]engine.StateHash {
 	c.t.Helper()
-	var out map[uint64]engine.StateHash
+	deadline := time.Now().Add(timeout)
 	var last string
-	c.WaitFor(timeout, "replicas at one applied index", func() bool {
-		out = map[uint64]engine.StateHash{}
-		var index uint64
-		for i, n := range c.Running() {
-			h, err := n.Client.LocalHash()
-			if err != nil {
-				last = fmt.Sprintf("replica %d: %v", n.ReplicaID, err)
-				return false
-			}
-			if i > 0 && h.AppliedIndex != index {
-				last = fmt.Sprintf("replica %d at %d, another at %d", n.ReplicaID, h.AppliedIndex, index)
-				return false
-			}
-			index = h.AppliedIndex
-			out[n.ReplicaID] = h
+	for {
+		out, why := c.hashesAtOneIndex()
+		if why == "" {
+			return out
 		}
-		return len(out) > 0
-	})
-	_ = last
-	return out
+		last = why
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out after %v waiting for replicas at one applied index: %s", timeout, last)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// hashesAtOneIndex returns every running replica's StateHash, or why they
+// are not (yet) at one applied index.
+func (c *Cluster) hashesAtOneIndex() (map[uint64]engine.StateHash, string) {
+	out := map[uint64]engine.StateHash{}
+	var first *Node
+	for _, n := range c.Running() {
+		h, err := n.Client.LocalHash()
+		if err != nil {
+			return nil, fmt.Sprintf("replica %d: %v", n.ReplicaID, err)
+		}
+		if first != nil && h.AppliedIndex != out[first.ReplicaID].AppliedIndex {
+			return nil, fmt.Sprintf("replica %d at %d, replica %d at %d",
+				n.ReplicaID, h.AppliedIndex, first.ReplicaID, out[first.ReplicaID].AppliedIndex)
+		}
+		if first == nil {
+			first = n
+		}
+		out[n.ReplicaID] = h
+	}
+	if first == nil {
+		return nil, "no replica is running"
+	}
+	return out, ""
 }

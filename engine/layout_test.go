@@ -1,0 +1,330 @@
+package engine
+
+import (
+	"errors"
+	"math/rand/v2"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+)
+
+func listDir(t *testing.T, fs vfs.FS, dir string) []string {
+	t.Helper()
+	names, err := fs.List(dir)
+	must(t, err)
+	sort.Strings(names)
+	return names
+}
+
+func writeFile(t *testing.T, fs vfs.FS, path, data string) {
+	t.Helper()
+	f, err := fs.Create(path, vfs.WriteCategoryUnspecified)
+	must(t, err)
+	_, err = f.Write([]byte(data))
+	must(t, err)
+	must(t, f.Sync())
+	must(t, f.Close())
+}
+
+func TestOpenRootCreatesImage(t *testing.T) {
+	fs := vfs.NewMem()
+	dir := "/a/b/root"
+	e, err := OpenRoot(dir, Options{FS: fs, Logger: quietLogger()})
+	must(t, err)
+	defer e.Close()
+	r := NewRoot(dir, fs)
+	cur, err := r.Current()
+	must(t, err)
+	if cur != "img-0000000000000001" || e.Dir() != fs.PathJoin(dir, cur) {
+		t.Fatalf("current %q, engine dir %q", cur, e.Dir())
+	}
+	if got := listDir(t, fs, dir); strings.Join(got, ",") != "CURRENT,img-0000000000000001" {
+		t.Fatalf("root holds %v", got)
+	}
+	if n, err := e.AppliedIndex(); err != nil || n != 0 {
+		t.Fatalf("fresh image applied %d, %v", n, err)
+	}
+	if _, ok, err := e.Identity(); ok || err != nil {
+		t.Fatalf("fresh image has an identity: %v %v", ok, err)
+	}
+}
+
+func TestOpenRootReadOnly(t *testing.T) {
+	fs := vfs.NewMem()
+	if _, err := OpenRoot("/none", Options{FS: fs, ReadOnly: true}); !errors.Is(err, ErrNotKeel) {
+		t.Fatalf("read-only open of a missing root: %v", err)
+	}
+	e, err := OpenRoot("/r", Options{FS: fs, Logger: quietLogger()})
+	must(t, err)
+	write(t, e, 3, "k", "v")
+	must(t, e.Close())
+	ro, err := OpenRoot("/r", Options{FS: fs, ReadOnly: true, Logger: quietLogger()})
+	must(t, err)
+	defer ro.Close()
+	if n, _ := ro.AppliedIndex(); n != 3 {
+		t.Fatalf("read-only applied %d", n)
+	}
+	if v, err := ro.Get([]byte("k")); err != nil || string(v) != "v" {
+		t.Fatalf("read-only get: %q %v", v, err)
+	}
+}
+
+// buildImage creates a complete image in a temp dir under r holding kv.
+func buildImage(t *testing.T, r Root, idx uint64, kv ...string) string {
+	t.Helper()
+	tmp, err := r.TempDir("test")
+	must(t, err)
+	e, err := Open(tmp, Options{FS: r.FS, Logger: quietLogger()})
+	must(t, err)
+	write(t, e, idx, kv...)
+	must(t, e.Sync())
+	must(t, e.Close())
+	return tmp
+}
+
+func TestPublishSwitchesImage(t *testing.T) {
+	fs := vfs.NewMem()
+	dir := "/root"
+	e, err := OpenRoot(dir, Options{FS: fs, Logger: quietLogger()})
+	must(t, err)
+	write(t, e, 1, "gen", "1")
+	r := NewRoot(dir, fs)
+
+	tmp := buildImage(t, r, 10, "gen", "2")
+	if !strings.HasPrefix(filepath.Base(tmp), "tmp-test-") {
+		t.Fatalf("temp dir %q", tmp)
+	}
+	name, err := r.Publish(tmp)
+	must(t, err)
+	if name != "img-0000000000000002" {
+		t.Fatalf("published as %q", name)
+	}
+	if cur, err := r.Current(); err != nil || cur != name {
+		t.Fatalf("current %q %v", cur, err)
+	}
+	// The old image stays until nothing reads it; it is a leftover now.
+	if left, err := r.Leftovers(); err != nil || strings.Join(left, ",") != "img-0000000000000001" {
+		t.Fatalf("leftovers %v %v", left, err)
+	}
+	if err := r.RemoveImage(name); err == nil {
+		t.Fatalf("RemoveImage removed the live image")
+	}
+	// The engine on the old image still works until closed.
+	if v, err := e.Get([]byte("gen")); err != nil || string(v) != "1" {
+		t.Fatalf("old engine get: %q %v", v, err)
+	}
+	must(t, e.Close())
+
+	e2, err := OpenRoot(dir, Options{FS: fs, Logger: quietLogger()})
+	must(t, err)
+	defer e2.Close()
+	if v, err := e2.Get([]byte("gen")); err != nil || string(v) != "2" {
+		t.Fatalf("reopen after publish reads %q %v", v, err)
+	}
+	if n, _ := e2.AppliedIndex(); n != 10 {
+		t.Fatalf("reopen after publish applied %d", n)
+	}
+	// OpenRoot swept the old image.
+	if got := listDir(t, fs, dir); strings.Join(got, ",") != "CURRENT,"+name {
+		t.Fatalf("after reopen the root holds %v", got)
+	}
+	// Numbers keep increasing even after older images are gone.
+	tmp = buildImage(t, r, 11, "gen", "3")
+	if name3, err := r.Publish(tmp); err != nil || name3 != "img-0000000000000003" {
+		t.Fatalf("third publish %q %v", name3, err)
+	}
+	must(t, r.RemoveImage("img-0000000000000002"))
+}
+
+func TestSweepRemovesLeftovers(t *testing.T) {
+	fs := vfs.NewMem()
+	dir := "/root"
+	e, err := OpenRoot(dir, Options{FS: fs, Logger: quietLogger()})
+	must(t, err)
+	must(t, e.Close())
+	r := NewRoot(dir, fs)
+	stale := []string{"img-0000000000000000", "img-0000000000000007", "tmp-x", "tmp-checkpoint-abc", "CURRENT.tmp"}
+	for _, n := range stale {
+		if strings.HasPrefix(n, "CURRENT") {
+			writeFile(t, fs, fs.PathJoin(dir, n), "img-0000000000000007\n")
+			continue
+		}
+		must(t, fs.MkdirAll(fs.PathJoin(dir, n, "sub"), 0o755))
+		writeFile(t, fs, fs.PathJoin(dir, n, "sub", "f"), "x")
+	}
+	p := r.TempPath("cp")
+	if _, err := fs.Stat(p); err == nil || !strings.HasPrefix(filepath.Base(p), "tmp-cp-") {
+		t.Fatalf("TempPath %q must name a missing tmp- path", p)
+	}
+	// Things Keel does not own are left alone.
+	writeFile(t, fs, fs.PathJoin(dir, "README"), "mine")
+	must(t, fs.MkdirAll(fs.PathJoin(dir, "img-notanumber"), 0o755))
+
+	left, err := r.Leftovers()
+	must(t, err)
+	want := append([]string(nil), stale...)
+	sort.Strings(want)
+	if strings.Join(left, ",") != strings.Join(want, ",") {
+		t.Fatalf("leftovers %v, want %v", left, want)
+	}
+	if got := listDir(t, fs, dir); len(got) != len(stale)+4 {
+		t.Fatalf("Leftovers removed something: %v", got)
+	}
+	e, err = OpenRoot(dir, Options{FS: fs, Logger: quietLogger()}) // sweeps
+	must(t, err)
+	defer e.Close()
+	got := listDir(t, fs, dir)
+	if strings.Join(got, ",") != "CURRENT,README,img-0000000000000001,img-notanumber" {
+		t.Fatalf("after sweep: %v", got)
+	}
+}
+
+func TestCorruptCurrent(t *testing.T) {
+	cases := map[string]string{
+		"empty":           "",
+		"garbage":         "hello\n",
+		"binary":          "\x00\xff\x00\xfe",
+		"short name":      "img-1\n",
+		"not a number":    "img-00000000000000x1\n",
+		"path escape":     "../../etc/passwd\n",
+		"missing image":   "img-0000000000000009\n",
+		"long":            strings.Repeat("img-0000000000000001", 100),
+		"two lines":       "img-0000000000000001\nimg-0000000000000001\n",
+		"trailing spaces": "img-0000000000000001  \n",
+	}
+	for name, content := range cases {
+		t.Run(name, func(t *testing.T) {
+			fs := vfs.NewMem()
+			e, err := OpenRoot("/r", Options{FS: fs, Logger: quietLogger()})
+			must(t, err)
+			must(t, e.Close())
+			writeFile(t, fs, "/r/CURRENT", content)
+			if _, err := OpenRoot("/r", Options{FS: fs, Logger: quietLogger()}); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("OpenRoot: got %v, want ErrCorrupt", err)
+			}
+			r := NewRoot("/r", fs)
+			if err := r.Sweep(); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Sweep with a corrupt CURRENT: %v", err)
+			}
+			// Nothing was removed on the strength of a corrupt pointer.
+			if got := listDir(t, fs, "/r"); strings.Join(got, ",") != "CURRENT,img-0000000000000001" {
+				t.Fatalf("root after failed open: %v", got)
+			}
+		})
+	}
+	t.Run("current is a directory", func(t *testing.T) {
+		fs := vfs.NewMem()
+		must(t, fs.MkdirAll("/r/CURRENT", 0o755))
+		if _, err := OpenRoot("/r", Options{FS: fs, Logger: quietLogger()}); err == nil {
+			t.Fatalf("opened a root whose CURRENT is a directory")
+		}
+	})
+}
+
+func TestCorruptMetadata(t *testing.T) {
+	dir := t.TempDir()
+	e, err := OpenRoot(dir, Options{Logger: quietLogger()})
+	must(t, err)
+	// Keel metadata written behind the engine's back (as a damaged disk or
+	// a foreign tool would) must give ErrCorrupt, not a panic or a value.
+	must(t, e.DB().Set(keyApplied, []byte{1, 2, 3}, nil))
+	must(t, e.DB().Set(keyIdentity, []byte{1}, nil))
+	if _, err := e.AppliedIndex(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("short applied record: %v", err)
+	}
+	if _, _, err := e.Identity(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("short identity record: %v", err)
+	}
+	v, err := e.NewView()
+	must(t, err)
+	if _, err := v.Hash(nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("hash over a corrupt applied record: %v", err)
+	}
+	must(t, v.Close())
+	must(t, e.DB().Set(keyFormat, []byte{FormatVersion + 1}, nil))
+	must(t, e.Close())
+	if _, err := OpenRoot(dir, Options{Logger: quietLogger()}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("newer data format: %v", err)
+	}
+}
+
+// TestPublishCrashAtEveryStep fails every filesystem operation from the
+// k-th one on during Publish (the process died there), then takes a crash
+// image keeping a random share of unsynced writes. Whatever k, the root
+// must open and show either the old image or the new one, and once Publish
+// has returned, the new one.
+func TestPublishCrashAtEveryStep(t *testing.T) {
+	seed := testSeed(t)
+	for k := 0; ; k++ {
+		mem := vfs.NewCrashableMem()
+		e, err := OpenRoot("/root", Options{FS: mem, Logger: quietLogger()})
+		must(t, err)
+		write(t, e, 1, "gen", "old")
+		must(t, e.Sync())
+		must(t, e.Close())
+		tmp := buildImage(t, NewRoot("/root", mem), 2, "gen", "new")
+
+		var ops atomic.Int64
+		efs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+			if ops.Add(1) > int64(k) {
+				return errorfs.ErrInjected
+			}
+			return nil
+		}))
+		_, pubErr := NewRoot("/root", efs).Publish(tmp)
+		r := rand.New(rand.NewPCG(seed, uint64(k)))
+		for _, pct := range []int{0, 50, 100} {
+			clone := mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: pct, RNG: r})
+			e2, err := OpenRoot("/root", Options{FS: clone, Logger: quietLogger()})
+			if err != nil {
+				t.Fatalf("crash at op %d (%d%% unsynced kept): open: %v", k, pct, err)
+			}
+			v, err := e2.Get([]byte("gen"))
+			must(t, err)
+			must(t, e2.Close())
+			if string(v) != "old" && string(v) != "new" {
+				t.Fatalf("crash at op %d: gen=%q", k, v)
+			}
+			if pubErr == nil && string(v) != "new" {
+				t.Fatalf("Publish returned but a crash (%d%% unsynced kept) shows the old image", pct)
+			}
+		}
+		if pubErr == nil {
+			t.Logf("Publish needs %d filesystem operations; crashed at each", k)
+			return
+		}
+		if !errors.Is(pubErr, errorfs.ErrInjected) {
+			t.Fatalf("Publish failed with %v", pubErr)
+		}
+		if k > 100 {
+			t.Fatalf("Publish still failing after %d operations", k)
+		}
+	}
+}
+
+func TestIdentityRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	e, err := OpenRoot(dir, Options{Logger: quietLogger()})
+	must(t, err)
+	want := Identity{ShardID: 1<<64 - 1, ReplicaID: 42}
+	must(t, e.SetIdentity(want))
+	got, ok, err := e.Identity()
+	if err != nil || !ok || got != want {
+		t.Fatalf("identity %v %v %v", got, ok, err)
+	}
+	if got.String() != "shard 18446744073709551615 replica 42" {
+		t.Fatalf("String() = %q", got.String())
+	}
+	must(t, e.Close())
+	e, err = OpenRoot(dir, Options{Logger: quietLogger()})
+	must(t, err)
+	defer e.Close()
+	if got, ok, err := e.Identity(); err != nil || !ok || got != want {
+		t.Fatalf("identity after reopen %v %v %v", got, ok, err)
+	}
+}

@@ -1,0 +1,439 @@
+package logcompact
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+)
+
+// StreamFloor reports the lowest snapshot index currently being streamed
+// from this replica to a follower. The follower needs the entries after that
+// index as soon as it has installed the snapshot, so the log is not
+// compacted past it while the stream lasts. ok is false when no stream is
+// running. Implementations must be safe for concurrent use and cheap.
+type StreamFloor interface {
+	StreamFloor() (index uint64, ok bool)
+}
+
+// Config configures a Compactor for one replica.
+type Config struct {
+	// NodeHost hosts the replica. Required.
+	NodeHost *dragonboat.NodeHost
+	// ShardID and ReplicaID name the replica. Required.
+	ShardID, ReplicaID uint64
+	// Policy defaults to DefaultPolicy() when zero.
+	Policy Policy
+	// Dirs are measured for the Raft log's allocated bytes: the NodeHost's
+	// NodeHostDir, plus WALDir when it is set. Required.
+	Dirs []string
+	// Floor, optional, holds compaction back while snapshots stream.
+	Floor StreamFloor
+	// Interval is how often Run checks the log; default 1s.
+	Interval time.Duration
+	// SnapshotTimeout bounds one metadata snapshot; default 30s.
+	SnapshotTimeout time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Stats is what a host shows about the log of one replica.
+type Stats struct {
+	// FirstIndex and LastIndex are the log's range (LogReader.GetRange).
+	FirstIndex, LastIndex uint64
+	// TrackedEntries and TrackedBytes are the entries whose sizes the
+	// Compactor has read and their estimated LogDB bytes, as of its last
+	// look at the log.
+	TrackedEntries, TrackedBytes uint64
+	// DiskBytes is the allocated size of Config.Dirs at the last
+	// measurement, and DiskMeasured when that was.
+	DiskBytes    int64
+	DiskMeasured time.Time
+	// Compactions counts the steps that moved the first index forward;
+	// EntriesRemoved the entries they removed.
+	Compactions, EntriesRemoved uint64
+	// Reclaims counts completed LogDB compactions; BytesReclaimed sums the
+	// allocated bytes each one freed (measured before and after; a reclaim
+	// that freed nothing adds 0); LastReclaimed is the last one's delta,
+	// which may be negative when writes outran it.
+	Reclaims       uint64
+	BytesReclaimed uint64
+	LastReclaimed  int64
+	// Errors counts failed steps and reclaims.
+	Errors uint64
+}
+
+// Result describes one Step.
+type Result struct {
+	// SnapshotIndex is the index of the metadata snapshot taken.
+	SnapshotIndex uint64
+	// CompactedTo is the index the log was compacted up to (0 if it was
+	// not); FirstBefore and FirstAfter the first index around the step.
+	CompactedTo, FirstBefore, FirstAfter uint64
+	// Freed is the allocated bytes the LogDB compaction freed.
+	Freed int64
+	// Reclaimed is false when Dragonboat had already reclaimed the space
+	// itself (auto compactions on) so Freed was not measured.
+	Reclaimed bool
+}
+
+// Compactor runs "snapshot, compact, reclaim" for one replica.
+//
+// Invariants: the log is only ever compacted through a Dragonboat snapshot
+// request, so only behind state Sync made durable; the compaction index is
+// at most the window start - 1 and at most the stream floor.
+type Compactor struct {
+	cfg Config
+	log *slog.Logger
+
+	// stepMu serialises Step, Reclaim and refresh; it guards sizes.
+	stepMu sync.Mutex
+	sizes  entrySizes
+
+	// statsMu guards stats.
+	statsMu sync.Mutex
+	stats   Stats
+}
+
+// New checks cfg and returns a Compactor. Nothing runs until Run or Step.
+func New(cfg Config) (*Compactor, error) {
+	if cfg.NodeHost == nil {
+		return nil, fmt.Errorf("%w: NodeHost is nil", ErrConfig)
+	}
+	if cfg.ShardID == 0 || cfg.ReplicaID == 0 {
+		return nil, fmt.Errorf("%w: ShardID and ReplicaID are required", ErrConfig)
+	}
+	if len(cfg.Dirs) == 0 {
+		return nil, fmt.Errorf("%w: Dirs is empty", ErrConfig)
+	}
+	if cfg.Policy == (Policy{}) {
+		cfg.Policy = DefaultPolicy()
+	}
+	if err := cfg.Policy.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.SnapshotTimeout <= 0 {
+		cfg.SnapshotTimeout = 30 * time.Second
+	}
+	l := cfg.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	return &Compactor{cfg: cfg, log: l.With("shard", cfg.ShardID, "replica", cfg.ReplicaID)}, nil
+}
+
+// Policy returns the policy in use.
+func (c *Compactor) Policy() Policy { return c.cfg.Policy }
+
+func (c *Compactor) reader() (dragonboat.ReadonlyLogReader, error) {
+	r, err := c.cfg.NodeHost.GetLogReader(c.cfg.ShardID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStopped, err)
+	}
+	return r, nil
+}
+
+// refreshLocked updates the size record from the log. stepMu is held.
+func (c *Compactor) refreshLocked() (dragonboat.ReadonlyLogReader, error) {
+	r, err := c.reader()
+	if err != nil {
+		return nil, err
+	}
+	err = c.sizes.refresh(r)
+	c.statsMu.Lock()
+	c.stats.TrackedEntries, c.stats.TrackedBytes = uint64(len(c.sizes.sizes)), c.sizes.total
+	c.statsMu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// floor asks the StreamFloor, if any.
+func (c *Compactor) floor() (uint64, bool) {
+	if c.cfg.Floor == nil {
+		return 0, false
+	}
+	return c.cfg.Floor.StreamFloor()
+}
+
+// SnapshotOption returns the option a snapshot request should carry so
+// that the compaction after it keeps the trailing window, or
+// ErrNothingToCompact. A scheduler that takes snapshots itself uses this,
+// then calls Reclaim once the snapshot completed.
+func (c *Compactor) SnapshotOption() (dragonboat.SnapshotOption, error) {
+	c.stepMu.Lock()
+	defer c.stepMu.Unlock()
+	idx, err := c.compactionIndexLocked()
+	if err != nil {
+		return dragonboat.SnapshotOption{}, err
+	}
+	return optionFor(idx), nil
+}
+
+func optionFor(idx uint64) dragonboat.SnapshotOption {
+	return dragonboat.SnapshotOption{OverrideCompactionOverhead: true, CompactionIndex: idx}
+}
+
+func (c *Compactor) compactionIndexLocked() (uint64, error) {
+	if _, err := c.refreshLocked(); err != nil {
+		return 0, err
+	}
+	fl, hasFloor := c.floor()
+	idx, ok := c.cfg.Policy.compactionIndex(&c.sizes, fl, hasFloor)
+	if !ok {
+		return 0, ErrNothingToCompact
+	}
+	return idx, nil
+}
+
+// Due reports whether the log has grown a trigger past the window.
+func (c *Compactor) Due() (bool, error) {
+	c.stepMu.Lock()
+	defer c.stepMu.Unlock()
+	if _, err := c.refreshLocked(); err != nil {
+		return false, err
+	}
+	return c.cfg.Policy.due(&c.sizes), nil
+}
+
+// Step requests a metadata snapshot whose compaction keeps the window,
+// waits until Dragonboat has compacted the log, then reclaims the disk
+// space and measures what was freed. Dragonboat calls the state machine's
+// Sync before it records a metadata snapshot and compacts only behind it,
+// so nothing acknowledged depends on the removed entries.
+func (c *Compactor) Step(ctx context.Context) (Result, error) {
+	c.stepMu.Lock()
+	defer c.stepMu.Unlock()
+	res, err := c.stepLocked(ctx)
+	if err != nil && !errors.Is(err, ErrNothingToCompact) {
+		c.bumpErrors()
+	}
+	return res, err
+}
+
+func (c *Compactor) stepLocked(ctx context.Context) (Result, error) {
+	idx, err := c.compactionIndexLocked()
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{FirstBefore: c.sizes.base}
+	rs, err := c.cfg.NodeHost.RequestSnapshot(c.cfg.ShardID, optionFor(idx), c.cfg.SnapshotTimeout)
+	if err != nil {
+		return res, classify(err)
+	}
+	var rr dragonboat.RequestResult
+	select {
+	case rr = <-rs.ResultC():
+	case <-ctx.Done():
+		rs.Release()
+		return res, ctx.Err()
+	}
+	if !rr.Completed() {
+		return res, fmt.Errorf("%w: compaction index %d: %s", ErrSnapshotFailed, idx, outcome(rr))
+	}
+	res.SnapshotIndex = rr.SnapshotIndex()
+	if res.SnapshotIndex < idx+1 {
+		// Dragonboat compacts only when the snapshot covers idx+1.
+		return res, nil
+	}
+	r, err := c.reader()
+	if err != nil {
+		return res, err
+	}
+	// The node removes entries on its next step after the snapshot is
+	// recorded; wait for that, then reclaim.
+	if err := waitUntil(ctx, 10*time.Second, func() bool {
+		f, _ := r.GetRange()
+		return f > idx
+	}); err != nil {
+		return res, fmt.Errorf("logcompact: wait for compaction to %d: %w", idx, err)
+	}
+	res.CompactedTo = idx
+	res.FirstAfter, _ = r.GetRange()
+	c.statsMu.Lock()
+	c.stats.Compactions++
+	if res.FirstAfter > res.FirstBefore {
+		c.stats.EntriesRemoved += res.FirstAfter - res.FirstBefore
+	}
+	c.statsMu.Unlock()
+	c.sizes.trim(res.FirstAfter)
+	freed, reclaimed, err := c.reclaimLocked(ctx, true)
+	res.Freed, res.Reclaimed = freed, reclaimed
+	if err != nil {
+		return res, err
+	}
+	c.log.Debug("log compacted", "snapshot", res.SnapshotIndex, "to", idx,
+		"removed", res.FirstAfter-res.FirstBefore, "freed", freed)
+	return res, nil
+}
+
+// Reclaim asks LogDB to compact away entries already removed from the log
+// (by a Step, a scheduler's snapshot or an installed snapshot) and returns
+// the allocated bytes that freed. ok is false when nothing was pending.
+func (c *Compactor) Reclaim(ctx context.Context) (freed int64, ok bool, err error) {
+	c.stepMu.Lock()
+	defer c.stepMu.Unlock()
+	freed, ok, err = c.reclaimLocked(ctx, false)
+	if err != nil {
+		c.bumpErrors()
+	}
+	return freed, ok, err
+}
+
+// reclaimLocked runs one LogDB compaction. After a Step, wait is true:
+// Dragonboat records the removal just after the first index moves, so a
+// rejection is retried briefly; if it persists, Dragonboat's own auto
+// compaction (DisableAutoCompactions off) took the request.
+func (c *Compactor) reclaimLocked(ctx context.Context, wait bool) (int64, bool, error) {
+	before, err := AllocatedBytes(c.cfg.Dirs...)
+	if err != nil {
+		return 0, false, fmt.Errorf("logcompact: measure disk: %w", err)
+	}
+	var op *dragonboat.SysOpState
+	deadline := time.Now().Add(time.Second)
+	for {
+		op, err = c.cfg.NodeHost.RequestCompaction(c.cfg.ShardID, c.cfg.ReplicaID)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, dragonboat.ErrRejected) {
+			return 0, false, classify(err)
+		}
+		if !wait || time.Now().After(deadline) {
+			c.recordDisk(before)
+			return 0, false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	select {
+	case <-op.ResultC():
+	case <-ctx.Done():
+		return 0, false, ctx.Err()
+	}
+	after, err := AllocatedBytes(c.cfg.Dirs...)
+	if err != nil {
+		return 0, false, fmt.Errorf("logcompact: measure disk: %w", err)
+	}
+	freed := before - after
+	c.statsMu.Lock()
+	c.stats.Reclaims++
+	c.stats.LastReclaimed = freed
+	if freed > 0 {
+		c.stats.BytesReclaimed += uint64(freed)
+	}
+	c.stats.DiskBytes, c.stats.DiskMeasured = after, time.Now()
+	c.statsMu.Unlock()
+	return freed, true, nil
+}
+
+func (c *Compactor) recordDisk(n int64) {
+	c.statsMu.Lock()
+	c.stats.DiskBytes, c.stats.DiskMeasured = n, time.Now()
+	c.statsMu.Unlock()
+}
+
+func (c *Compactor) bumpErrors() {
+	c.statsMu.Lock()
+	c.stats.Errors++
+	c.statsMu.Unlock()
+}
+
+// Stats returns the counters and the log's current range. The disk
+// figure is the last measurement (taken by Run every Interval).
+func (c *Compactor) Stats() Stats {
+	c.statsMu.Lock()
+	s := c.stats
+	c.statsMu.Unlock()
+	if r, err := c.cfg.NodeHost.GetLogReader(c.cfg.ShardID); err == nil {
+		s.FirstIndex, s.LastIndex = r.GetRange()
+	}
+	return s
+}
+
+// Run checks the log every Interval until ctx ends or the shard stops:
+// it measures the disk, reclaims space freed by compactions it did not
+// run itself, and runs a Step when the policy says one is due. Errors
+// other than ErrStopped are logged and retried at the next tick.
+func (c *Compactor) Run(ctx context.Context) error {
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		if err := c.tick(ctx); err != nil {
+			if errors.Is(err, ErrStopped) || ctx.Err() != nil {
+				return err
+			}
+			c.log.Warn("log compaction", "err", err)
+		}
+	}
+}
+
+func (c *Compactor) tick(ctx context.Context) error {
+	if _, _, err := c.Reclaim(ctx); err != nil {
+		return err
+	}
+	due, err := c.Due()
+	if err != nil || !due {
+		return err
+	}
+	if _, err := c.Step(ctx); err != nil && !errors.Is(err, ErrNothingToCompact) {
+		return err
+	}
+	return nil
+}
+
+func classify(err error) error {
+	if errors.Is(err, dragonboat.ErrClosed) || errors.Is(err, dragonboat.ErrShardNotFound) ||
+		errors.Is(err, dragonboat.ErrShardClosed) {
+		return fmt.Errorf("%w: %w", ErrStopped, err)
+	}
+	return fmt.Errorf("%w: %w", ErrSnapshotFailed, err)
+}
+
+func outcome(rr dragonboat.RequestResult) string {
+	switch {
+	case rr.Timeout():
+		return "timeout"
+	case rr.Rejected():
+		return "rejected (no progress since the last snapshot, or one is running)"
+	case rr.Terminated():
+		return "terminated"
+	case rr.Aborted():
+		return "aborted"
+	case rr.Dropped():
+		return "dropped"
+	}
+	return "not completed"
+}
+
+// waitUntil polls cond every 5ms until it holds, ctx ends or timeout.
+func waitUntil(ctx context.Context, timeout time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return context.DeadlineExceeded
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}

@@ -1,0 +1,132 @@
+package plugin
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/lni/dragonboat/v4/logger"
+)
+
+// lockedBuffer is a bytes.Buffer safe for slog handlers used concurrently.
+type lockedBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestUseSlogFilters(t *testing.T) {
+	var buf lockedBuffer
+	UseSlog(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), slog.LevelWarn)
+	lg := logger.GetLogger("keeltest-a")
+	lg.Debugf("debug %d", 1)
+	lg.Infof("info %d", 1)
+	lg.Warningf("warning %d", 1)
+	lg.Errorf("error %d", 1)
+	out := buf.String()
+	for _, s := range []string{"debug 1", "info 1"} {
+		if strings.Contains(out, s) {
+			t.Fatalf("%q got through a warn floor:\n%s", s, out)
+		}
+	}
+	for _, s := range []string{`msg="warning 1"`, `msg="error 1"`, "level=WARN", "level=ERROR", "pkg=keeltest-a"} {
+		if !strings.Contains(out, s) {
+			t.Fatalf("missing %q:\n%s", s, out)
+		}
+	}
+
+	// Dragonboat's SetLevel raises a package's floor above the host's.
+	lg.SetLevel(logger.ERROR)
+	lg.Warningf("warning %d", 2)
+	lg.Errorf("error %d", 2)
+	if out := buf.String(); strings.Contains(out, "warning 2") || !strings.Contains(out, "error 2") {
+		t.Fatalf("SetLevel(ERROR) not honoured:\n%s", out)
+	}
+
+	// A second UseSlog does not panic (Dragonboat's factory can only be
+	// set once) and redirects loggers created before it.
+	var buf2 lockedBuffer
+	UseSlog(slog.New(slog.NewTextHandler(&buf2, &slog.HandlerOptions{Level: slog.LevelDebug})), slog.LevelDebug)
+	lg.Errorf("error %d", 3)
+	lb := logger.GetLogger("keeltest-b")
+	lb.Debugf("debug %d", 3)
+	if out := buf2.String(); !strings.Contains(out, "error 3") || !strings.Contains(out, "debug 3") {
+		t.Fatalf("second UseSlog not in effect:\n%s", out)
+	}
+	if strings.Contains(buf.String(), "error 3") {
+		t.Fatalf("old logger still receives records")
+	}
+	// The slog handler's own level still applies.
+	var buf3 lockedBuffer
+	UseSlog(slog.New(slog.NewTextHandler(&buf3, &slog.HandlerOptions{Level: slog.LevelError})), slog.LevelDebug)
+	lb.Warningf("warning %d", 4)
+	if buf3.String() != "" {
+		t.Fatalf("handler level ignored: %s", buf3.String())
+	}
+	func() {
+		defer func() {
+			if r := recover(); r == nil || !strings.Contains(buf3.String(), "fatal=true") {
+				t.Fatalf("Panicf must log and panic: recovered %v, log %q", r, buf3.String())
+			}
+		}()
+		lb.Panicf("boom %d", 5)
+	}()
+}
+
+func TestFactory(t *testing.T) {
+	if _, err := NewFactory(Config{}); !errors.Is(err, ErrConfig) {
+		t.Fatalf("empty RootDir: %v", err)
+	}
+	root := t.TempDir()
+	f, err := NewFactory(Config{RootDir: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.Config().DataDir(3, 4), filepath.Join(root, "shard-3", "replica-4"); got != want {
+		t.Fatalf("DataDir %q, want %q", got, want)
+	}
+	if f.StateMachine(3, 4) != nil {
+		t.Fatalf("state machine before Create")
+	}
+	s := f.Func()(3, 4)
+	if s == nil || f.StateMachine(3, 4) != s {
+		t.Fatalf("StateMachine does not return the created one")
+	}
+	applied, err := s.Open(make(chan struct{}))
+	if err != nil || applied != 0 {
+		t.Fatalf("open: %d %v", applied, err)
+	}
+	defer s.Close()
+	if f.StateMachine(4, 3) != nil {
+		t.Fatalf("another replica's state machine exists")
+	}
+}
+
+func TestShardConfigValid(t *testing.T) {
+	c := ShardConfig(1, 2)
+	if err := c.Validate(); err != nil {
+		t.Fatalf("ShardConfig is not a valid Dragonboat config: %v", err)
+	}
+	if c.ShardID != 1 || c.ReplicaID != 2 {
+		t.Fatalf("ids %d %d", c.ShardID, c.ReplicaID)
+	}
+	l := LogDBConfig()
+	if l.Shards != 1 || l.IsEmpty() {
+		t.Fatalf("LogDBConfig %+v", l)
+	}
+}

@@ -1,0 +1,185 @@
+package snapshot
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/lni/dragonboat/v4/statemachine"
+)
+
+// crcReader reads through and keeps a CRC32C of everything read.
+type crcReader struct {
+	r   io.Reader
+	crc uint32
+}
+
+func (c *crcReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.crc = crc32.Update(c.crc, castagnoli, p[:n])
+	return n, err
+}
+
+// readFull is io.ReadFull that reports a short stream as ErrCorrupt.
+func readFull(r io.Reader, p []byte, what string) error {
+	if _, err := io.ReadFull(r, p); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: stream ends inside %s", ErrCorrupt, what)
+		}
+		return fmt.Errorf("keel/snapshot: read %s: %w", what, err)
+	}
+	return nil
+}
+
+// ReadStream reads one stream from r and writes its files into dir (an
+// existing, empty directory on fs), checking everything as it goes: magic,
+// format version, header checksum, the shard (it must be shardID), the
+// limits in opts, every file name (ValidFileName, no duplicates), chunk
+// sizes, every file checksum, file sizes and count against the header, and
+// the checksum over the whole stream. Every file and dir are fsynced before
+// it returns. It reads nothing after the trailer.
+//
+// On error dir may hold partial files; the caller removes it. Nothing
+// outside dir is touched, whatever the stream holds. Memory use is one
+// ChunkSize buffer plus the names seen (bounded by MaxFiles*MaxNameLen).
+func ReadStream(r io.Reader, fs vfs.FS, dir string, shardID uint64, opts Options, stopc <-chan struct{}) (Header, error) {
+	opts = opts.withDefaults()
+	cr := &crcReader{r: r}
+	var hb [HeaderSize]byte
+	if err := readFull(cr, hb[:], "header"); err != nil {
+		return Header{}, err
+	}
+	h, err := decodeHeader(hb[:])
+	if err != nil {
+		return Header{}, err
+	}
+	if h.ShardID != shardID {
+		return Header{}, fmt.Errorf("%w: stream is for shard %d, this replica is in shard %d", ErrWrongShard, h.ShardID, shardID)
+	}
+	if h.FileCount > opts.MaxFiles {
+		return Header{}, fmt.Errorf("%w: %d files, limit %d", ErrLimit, h.FileCount, opts.MaxFiles)
+	}
+	if h.TotalBytes > opts.MaxBytes {
+		return Header{}, fmt.Errorf("%w: %d bytes, limit %d", ErrLimit, h.TotalBytes, opts.MaxBytes)
+	}
+	seen := make(map[string]struct{})
+	buf := make([]byte, ChunkSize)
+	var total uint64
+	for i := uint32(0); i < h.FileCount; i++ {
+		n, err := readFile(cr, fs, dir, h.TotalBytes-total, seen, buf, stopc)
+		if err != nil {
+			return Header{}, err
+		}
+		total += n
+	}
+	if total != h.TotalBytes {
+		return Header{}, fmt.Errorf("%w: files hold %d bytes, header says %d", ErrCorrupt, total, h.TotalBytes)
+	}
+	sum := cr.crc
+	var tr [TrailerSize]byte
+	if err := readFull(r, tr[:], "trailer"); err != nil {
+		return Header{}, err
+	}
+	if [8]byte(tr[:8]) != trailerMagic {
+		return Header{}, fmt.Errorf("%w: bad trailer magic %q", ErrCorrupt, tr[:8])
+	}
+	if got := binary.BigEndian.Uint32(tr[8:]); got != sum {
+		return Header{}, fmt.Errorf("%w: stream checksum %08x, computed %08x", ErrCorrupt, got, sum)
+	}
+	if err := syncDir(fs, dir); err != nil {
+		return Header{}, err
+	}
+	return h, nil
+}
+
+// readFile reads one file entry into dir and returns its size. budget is
+// how many bytes the header still allows.
+func readFile(cr *crcReader, fs vfs.FS, dir string, budget uint64, seen map[string]struct{}, buf []byte, stopc <-chan struct{}) (_ uint64, err error) {
+	var nb [2]byte
+	if err := readFull(cr, nb[:], "file header"); err != nil {
+		return 0, err
+	}
+	nameLen := int(binary.BigEndian.Uint16(nb[:]))
+	if nameLen == 0 || nameLen > MaxNameLen {
+		return 0, fmt.Errorf("%w: file name of %d bytes (max %d)", ErrCorrupt, nameLen, MaxNameLen)
+	}
+	rest := make([]byte, nameLen+8+4)
+	if err := readFull(cr, rest, "file header"); err != nil {
+		return 0, err
+	}
+	crc := crc32.Update(crc32.Checksum(nb[:], castagnoli), castagnoli, rest[:nameLen+8])
+	if got := binary.BigEndian.Uint32(rest[nameLen+8:]); got != crc {
+		return 0, fmt.Errorf("%w: file header checksum %08x, computed %08x", ErrCorrupt, got, crc)
+	}
+	name := string(rest[:nameLen])
+	size := binary.BigEndian.Uint64(rest[nameLen : nameLen+8])
+	if !ValidFileName(name) {
+		return 0, fmt.Errorf("%w: %q", ErrBadFileName, name)
+	}
+	if _, dup := seen[name]; dup {
+		return 0, fmt.Errorf("%w: %q appears twice", ErrBadFileName, name)
+	}
+	seen[name] = struct{}{}
+	if size > budget {
+		return 0, fmt.Errorf("%w: file %s of %d bytes exceeds the header's total", ErrCorrupt, name, size)
+	}
+	path := fs.PathJoin(dir, name)
+	f, err := fs.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return 0, fmt.Errorf("keel/snapshot: create %s: %w", name, err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("keel/snapshot: close %s: %w", name, cerr)
+		}
+	}()
+	var fileCRC uint32
+	var lb [4]byte
+	for left := size; left > 0; {
+		select {
+		case <-stopc:
+			return 0, statemachine.ErrSnapshotStopped
+		default:
+		}
+		if err := readFull(cr, lb[:], "chunk length"); err != nil {
+			return 0, err
+		}
+		n := uint64(binary.BigEndian.Uint32(lb[:]))
+		if n == 0 || n > ChunkSize || n > left {
+			return 0, fmt.Errorf("%w: chunk of %d bytes in %s (%d left, max %d)", ErrCorrupt, n, name, left, ChunkSize)
+		}
+		if err := readFull(cr, buf[:n], "chunk"); err != nil {
+			return 0, err
+		}
+		if _, err := f.Write(buf[:n]); err != nil {
+			return 0, fmt.Errorf("keel/snapshot: write %s: %w", name, err)
+		}
+		fileCRC = crc32.Update(fileCRC, castagnoli, buf[:n])
+		left -= n
+	}
+	if err := readFull(cr, lb[:], "file checksum"); err != nil {
+		return 0, err
+	}
+	if got := binary.BigEndian.Uint32(lb[:]); got != fileCRC {
+		return 0, fmt.Errorf("%w: %s checksum %08x, computed %08x", ErrCorrupt, name, got, fileCRC)
+	}
+	if err := f.Sync(); err != nil {
+		return 0, fmt.Errorf("keel/snapshot: sync %s: %w", name, err)
+	}
+	return size, nil
+}
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return fmt.Errorf("keel/snapshot: open %s: %w", dir, err)
+	}
+	if err := d.Sync(); err != nil {
+		_ = d.Close()
+		return fmt.Errorf("keel/snapshot: sync %s: %w", dir, err)
+	}
+	return d.Close()
+}

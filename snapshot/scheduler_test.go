@@ -1,0 +1,114 @@
+package snapshot_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keel-db/keel/internal/testcluster"
+	"github.com/keel-db/keel/snapshot"
+	"github.com/lni/dragonboat/v4"
+)
+
+// countingNH passes requests to a real NodeHost and counts them.
+type countingNH struct {
+	nh    *dragonboat.NodeHost
+	calls atomic.Int64
+}
+
+func (c *countingNH) SyncRequestSnapshot(ctx context.Context, shardID uint64, opt dragonboat.SnapshotOption) (uint64, error) {
+	c.calls.Add(1)
+	return c.nh.SyncRequestSnapshot(ctx, shardID, opt)
+}
+
+func TestSchedulerJitterBounds(t *testing.T) {
+	const T = 10 * time.Second
+	s := snapshot.NewScheduler(snapshot.SchedulerConfig{Interval: T, Seed: 7}, nil, nil)
+	var minF, maxF, minN, maxN time.Duration = T, 0, 2 * T, 0
+	for i := 0; i < 10000; i++ {
+		f, n := s.FirstDelay(), s.NextDelay()
+		if f < T/2 || f >= T {
+			t.Fatalf("first delay %v outside [T/2, T)", f)
+		}
+		if n < T*3/4 || n >= T*5/4 {
+			t.Fatalf("next delay %v outside [3T/4, 5T/4)", n)
+		}
+		minF, maxF, minN, maxN = min(minF, f), max(maxF, f), min(minN, n), max(maxN, n)
+	}
+	// The spread covers the range, so replicas really are decorrelated.
+	if maxF-minF < T/2*9/10 || maxN-minN < T/2*9/10 {
+		t.Fatalf("jitter too narrow: first [%v, %v], next [%v, %v]", minF, maxF, minN, maxN)
+	}
+}
+
+func snapshotIndex(t *testing.T, nh *dragonboat.NodeHost, shard uint64) uint64 {
+	t.Helper()
+	lr, err := nh.GetLogReader(shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lr.Snapshot().Index
+}
+
+func TestSchedulerSkipsWhenNothingApplied(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	n := c.Leader()
+	s0 := n.Factory.StateMachine(c.ShardID, n.ReplicaID)
+	req := &countingNH{nh: n.NH}
+	s := snapshot.NewScheduler(snapshot.SchedulerConfig{ShardID: c.ShardID, Interval: time.Hour}, req, s0)
+	put := func(k string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := testcluster.Retry(ctx, func(ctx context.Context) error { return n.Client.Put(ctx, []byte(k), []byte("v")) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("a")
+	s.RunOnce()
+	first := snapshotIndex(t, n.NH, c.ShardID)
+	if st := s.Stats(); st.Taken != 1 || first == 0 {
+		t.Fatalf("first run: %+v, snapshot index %d", st, first)
+	}
+	s.RunOnce()
+	if st := s.Stats(); st.Skipped != 1 || req.calls.Load() != 1 {
+		t.Fatalf("run with nothing applied: %+v, %d requests", st, req.calls.Load())
+	}
+	if got := snapshotIndex(t, n.NH, c.ShardID); got != first {
+		t.Fatalf("snapshot index moved from %d to %d with nothing applied", first, got)
+	}
+	put("b")
+	s.RunOnce()
+	if st := s.Stats(); st.Taken != 2 || snapshotIndex(t, n.NH, c.ShardID) <= first {
+		t.Fatalf("run after a write: %+v", st)
+	}
+}
+
+func TestSchedulerLoopStopsCleanly(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	n := c.Leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := testcluster.Retry(ctx, func(ctx context.Context) error { return n.Client.Put(ctx, []byte("k"), []byte("v")) }); err != nil {
+		t.Fatal(err)
+	}
+	req := &countingNH{nh: n.NH}
+	s := snapshot.NewScheduler(snapshot.SchedulerConfig{ShardID: c.ShardID, Interval: 40 * time.Millisecond},
+		req, n.Factory.StateMachine(c.ShardID, n.ReplicaID))
+	s.Start()
+	c.WaitFor(10*time.Second, "a scheduled snapshot and a skipped run", func() bool {
+		st := s.Stats()
+		return st.Taken >= 1 && st.Skipped >= 1
+	})
+	stopped := make(chan struct{})
+	go func() { s.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not return")
+	}
+	s.Stop() // idempotent
+	if st := s.Stats(); st.Failed != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
