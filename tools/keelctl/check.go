@@ -1,0 +1,143 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/keel-db/keel/engine"
+	"github.com/spf13/cobra"
+)
+
+// checkReport is `keelctl check`'s output: every problem found, not only the
+// first, so the crash tests can use it as their oracle.
+type checkReport struct {
+	ShardID      uint64       `json:"shard_id"`
+	ReplicaID    uint64       `json:"replica_id"`
+	AppliedIndex uint64       `json:"applied_index"`
+	RaftLog      *RaftLogInfo `json:"raft_log,omitempty"`
+	Keys         uint64       `json:"keys"`
+	Problems     []string     `json:"problems"`
+	OK           bool         `json:"ok"`
+}
+
+func newCheckCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "check DIR",
+		Short: "Check one replica's consistency; exit 1 and name each problem",
+		Long: `check opens the engine, reads every key and checks the LSM's levels, checks the
+recorded identity, checks that the applied index lies within what the Raft log
+can account for (not below the last snapshot, not past the last entry), and
+looks for orphaned checkpoints and images. It exits 1 when it finds a problem.`,
+		Args: args("DIR"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			t, err := g.resolve(a[0])
+			if err != nil {
+				return err
+			}
+			rep, err := check(t)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				if err := g.printJSON(rep); err != nil {
+					return err
+				}
+			} else {
+				w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintf(w, "shard\t%d\nreplica\t%d\napplied index\t%d\nkeys\t%d\n", rep.ShardID, rep.ReplicaID, rep.AppliedIndex, rep.Keys)
+				if rep.RaftLog != nil {
+					fmt.Fprintf(w, "raft log\tfirst %d, last %d, snapshot %d\n", rep.RaftLog.FirstIndex, rep.RaftLog.LastIndex, rep.RaftLog.SnapshotIndex)
+				}
+				_ = w.Flush()
+				for _, p := range rep.Problems {
+					fmt.Fprintf(g.stdout, "PROBLEM: %s\n", p)
+				}
+				if rep.OK {
+					fmt.Fprintln(g.stdout, "OK")
+				}
+			}
+			if !rep.OK {
+				for _, p := range rep.Problems {
+					fmt.Fprintf(g.stderr, "keelctl: check: %s\n", p)
+				}
+				return fmt.Errorf("%w: %d problem(s) in %s", errProblems, len(rep.Problems), a[0])
+			}
+			return nil
+		},
+	}
+}
+
+func check(t target) (checkReport, error) {
+	rep := checkReport{ShardID: t.shardID, ReplicaID: t.replicaID, Problems: []string{}}
+	problem := func(format string, a ...interface{}) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, a...)) }
+	e, err := t.openEngine()
+	if err != nil {
+		if isUnusable(err) && !isLiveErr(err) {
+			// A replica that does not open is the most serious problem
+			// there is; report it as one rather than failing outright.
+			problem("engine does not open: %v", err)
+			return finish(rep), nil
+		}
+		return rep, err
+	}
+	defer e.Close()
+	if rep.AppliedIndex, err = e.AppliedIndex(); err != nil {
+		problem("applied index unreadable: %v", err)
+	}
+	switch id, ok, err := e.Identity(); {
+	case err != nil:
+		problem("identity unreadable: %v", err)
+	case !ok:
+		problem("image records no shard/replica identity")
+	case id.ShardID != t.shardID || id.ReplicaID != t.replicaID:
+		problem("image belongs to %s but sits in the directory of shard %d replica %d", id, t.shardID, t.replicaID)
+	}
+	// Read everything: a missing or damaged sstable fails here.
+	if err := e.DB().CheckLevels(&pebble.CheckLevelsStats{}); err != nil {
+		problem("LSM check failed: %v", err)
+	}
+	if v, err := e.NewView(); err == nil {
+		h, err := v.Hash(nil)
+		_ = v.Close()
+		if err != nil {
+			problem("reading user data failed: %v", err)
+		}
+		rep.Keys = h.Keys
+	} else {
+		problem("cannot read: %v", err)
+	}
+	if left, err := engine.NewRoot(t.replicaDir, nil).Leftovers(); err != nil {
+		problem("cannot list the replica directory: %v", err)
+	} else {
+		for _, l := range left {
+			problem("orphaned checkpoint or image left behind: %s", l)
+		}
+	}
+	info, err := readRaftLog(t.nodeHostDir, t.shardID, t.replicaID)
+	if err != nil {
+		if isLiveErr(err) {
+			return rep, err
+		}
+		problem("Raft log unreadable: %v", err)
+		return finish(rep), nil
+	}
+	rep.RaftLog = &info
+	if info.LastIndex > 0 && rep.AppliedIndex > info.LastIndex {
+		problem("applied index %d is ahead of the Raft log's last index %d: the state holds entries the log never recorded",
+			rep.AppliedIndex, info.LastIndex)
+	}
+	if rep.AppliedIndex < info.SnapshotIndex {
+		problem("applied index %d is below the last snapshot index %d: the log was compacted past state that was never made durable",
+			rep.AppliedIndex, info.SnapshotIndex)
+	}
+	if info.FirstIndex > 0 && info.FirstIndex > rep.AppliedIndex+1 && rep.AppliedIndex < info.SnapshotIndex {
+		problem("entries %d..%d are gone from the log and not in the state", rep.AppliedIndex+1, info.FirstIndex-1)
+	}
+	return finish(rep), nil
+}
+
+func finish(r checkReport) checkReport {
+	r.OK = len(r.Problems) == 0
+	return r
+}
