@@ -77,6 +77,8 @@ func builtPlugins(t *testing.T) string {
 			{"-buildmode=plugin", "-tags", "keel_build_variant", "-o", filepath.Join(dir, "variant.so"), "./plugin/keelso"},
 			{"-buildmode=plugin", "-o", filepath.Join(dir, "nosymbol.so"), "./integration/testdata/plugins/nosymbol"},
 			{"-buildmode=plugin", "-o", filepath.Join(dir, "badapi.so"), "./integration/testdata/plugins/badapi"},
+			// keeld built with the same flags as keel.so, so it can load it.
+			{"-o", filepath.Join(dir, "keeld"), "./tools/keeld"},
 		}
 		for _, b := range builds {
 			if err := goBuild(root, append(append([]string{}, flags...), b...)...); err != nil {

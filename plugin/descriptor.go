@@ -22,6 +22,9 @@ type Descriptor struct {
 	KeelVersion string
 	// New builds the Dragonboat factory from a typed config.
 	New func(Config) (statemachine.CreateOnDiskStateMachineFunc, error)
+	// NewFactory builds a Factory, for hosts that also want to reach the
+	// state machines it creates (status, metrics, log compaction).
+	NewFactory func(Config) (*Factory, error)
 	// NewFromJSON builds it from a JSON config (see JSONConfig), for hosts
 	// that keep the storage engine's settings as opaque configuration.
 	NewFromJSON func([]byte) (statemachine.CreateOnDiskStateMachineFunc, error)
@@ -46,6 +49,7 @@ func NewDescriptor() Descriptor {
 			}
 			return f.Create, nil
 		},
+		NewFactory: NewFactory,
 		NewFromJSON: func(b []byte) (statemachine.CreateOnDiskStateMachineFunc, error) {
 			var jc JSONConfig
 			if err := json.Unmarshal(b, &jc); err != nil {

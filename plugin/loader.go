@@ -45,7 +45,7 @@ func Load(path string) (d *Descriptor, err error) {
 		return nil, fmt.Errorf("%w: %s speaks plugin API %d (Keel %s), this host speaks %d (Keel %s)",
 			ErrPluginAPIVersion, path, desc.APIVersion, desc.KeelVersion, APIVersion, Version)
 	}
-	if desc.New == nil || desc.NewFromJSON == nil {
+	if desc.New == nil || desc.NewFactory == nil || desc.NewFromJSON == nil {
 		return nil, fmt.Errorf("%w: %s has an incomplete descriptor", ErrPluginSymbol, path)
 	}
 	return desc, nil

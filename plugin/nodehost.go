@@ -53,3 +53,22 @@ func ShardConfig(shardID, replicaID uint64) config.Config {
 		SnapshotCompressionType: config.Snappy,
 	}
 }
+
+// RTTMillisecond is the Dragonboat tick keeld and keelctl use. 20 ms is a
+// few loopback or LAN round trips; with ShardConfig's ElectionRTT of 10 a
+// leader is elected within about 200-400 ms and a busy two-core host does
+// not lose its leader to a scheduling hiccup.
+const RTTMillisecond = 20
+
+// NodeHostConfig is the NodeHost configuration keeld runs with: the Raft
+// log under nodeHostDir, Keel's LogDB settings and RTTMillisecond. Tools that
+// rewrite a stopped replica's log (keelctl import) must use the same.
+func NodeHostConfig(nodeHostDir, raftAddr string) config.NodeHostConfig {
+	c := config.NodeHostConfig{
+		NodeHostDir:    nodeHostDir,
+		RTTMillisecond: RTTMillisecond,
+		RaftAddress:    raftAddr,
+	}
+	c.Expert.LogDB = LogDBConfig()
+	return c
+}

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/keel-db/keel/plugin"
 	"github.com/keel-db/keel/snapshot"
 	pb "github.com/lni/dragonboat/v4/raftpb"
 	"github.com/spf13/cobra"
@@ -73,7 +74,7 @@ result is verified before it is published under its final name.`,
 			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintf(w, "exported\t%s\n", rep.Path)
 			fmt.Fprintf(w, "shard\t%d\nreplica\t%d\nindex\t%d\nterm\t%d\n", rep.ShardID, rep.ReplicaID, rep.Index, rep.Term)
-			fmt.Fprintf(w, "members\t%s\n", formatMembers(rep.Members))
+			fmt.Fprintf(w, "members\t%s\n", plugin.FormatMembers(rep.Members))
 			fmt.Fprintf(w, "files\t%d (%d bytes)\n", rep.Files, rep.Bytes)
 			fmt.Fprintf(w, "snapshot file\t%d bytes\n", rep.FileSize)
 			return w.Flush()

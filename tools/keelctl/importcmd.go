@@ -15,15 +15,9 @@ import (
 	pebblevfs "github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/keel-db/keel/engine"
 	"github.com/keel-db/keel/plugin"
-	"github.com/lni/dragonboat/v4/config"
 	pb "github.com/lni/dragonboat/v4/raftpb"
 	"github.com/spf13/cobra"
 )
-
-// keeldRTTMillisecond is tools/keeld's Dragonboat tick (its rttMillisecond).
-// ImportSnapshot does not record it; it is set so the NodeHostConfig is the
-// one keeld runs with.
-const keeldRTTMillisecond = 20
 
 // importPlan is what `keelctl import` does (or, with --dry-run, would do).
 type importPlan struct {
@@ -99,7 +93,7 @@ the one DIR's NodeHost was created with, and a DIR a running process holds.
 func planImport(g *globals, dir, snap string, members map[uint64]string, replicaID uint64) (importPlan, error) {
 	addr, ok := members[replicaID]
 	if !ok {
-		return importPlan{}, fmt.Errorf("%w: --members (%s) does not include replica %d", errUnsafe, formatMembers(members), replicaID)
+		return importPlan{}, fmt.Errorf("%w: --members (%s) does not include replica %d", errUnsafe, plugin.FormatMembers(members), replicaID)
 	}
 	kind, snapDir, _, err := findSnapshot(snap)
 	if err != nil {
@@ -267,12 +261,7 @@ func doImport(g *globals, dir string, plan importPlan, members map[uint64]string
 	if nhDir == "" {
 		nhDir = filepath.Join(dir, "raft")
 	}
-	nhc := config.NodeHostConfig{
-		NodeHostDir:    nhDir,
-		RTTMillisecond: keeldRTTMillisecond,
-		RaftAddress:    plan.RaftAddress,
-	}
-	nhc.Expert.LogDB = plugin.LogDBConfig()
+	nhc := plugin.NodeHostConfig(nhDir, plan.RaftAddress)
 	// Dragonboat logs what it does at length; keelctl reports the outcome.
 	plugin.UseSlog(slog.New(slog.NewTextHandler(io.Discard, nil)), slog.LevelError)
 	if err := plugin.Import(nhc, plan.Snapshot, members, plan.ReplicaID); err != nil {
@@ -290,7 +279,7 @@ func printPlan(g *globals, p importPlan) {
 	fmt.Fprintf(w, "index\t%d (term %d)\n", p.Index, p.Term)
 	fmt.Fprintf(w, "shard\t%d\n", p.ShardID)
 	fmt.Fprintf(w, "replica\t%d at %s\n", p.ReplicaID, p.RaftAddress)
-	fmt.Fprintf(w, "members\t%s\n", formatMembers(p.Members))
+	fmt.Fprintf(w, "members\t%s\n", plugin.FormatMembers(p.Members))
 	if len(p.Removed) > 0 {
 		fmt.Fprintf(w, "removed\t%v (never restart them)\n", p.Removed)
 	}

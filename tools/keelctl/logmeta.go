@@ -3,12 +3,9 @@ package main
 import (
 	"encoding/binary"
 	"fmt"
-	"net"
-	"sort"
-	"strconv"
-	"strings"
 
 	oldpebble "github.com/cockroachdb/pebble"
+	"github.com/keel-db/keel/plugin"
 	pb "github.com/lni/dragonboat/v4/raftpb"
 )
 
@@ -132,47 +129,11 @@ func applyConfigChange(m *pb.Membership, cc pb.ConfigChange, index uint64) {
 	}
 }
 
-// parseMembers parses "1=host:port,2=host:port" as keeld's --members does:
-// IDs non-zero and unique, addresses host:port and unique.
+// parseMembers parses --members with plugin.ParseMembers, as keeld does.
 func parseMembers(s string) (map[uint64]string, error) {
-	m := map[uint64]string{}
-	addrs := map[string]uint64{}
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
-		idText, addr, ok := strings.Cut(part, "=")
-		if !ok {
-			return nil, fmt.Errorf("%w: --members entry %q: want ID=HOST:PORT", errUsage, part)
-		}
-		id, err := strconv.ParseUint(strings.TrimSpace(idText), 10, 64)
-		if err != nil || id == 0 {
-			return nil, fmt.Errorf("%w: --members entry %q: replica ID must be a number above 0", errUsage, part)
-		}
-		addr = strings.TrimSpace(addr)
-		host, port, err := net.SplitHostPort(addr)
-		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("%w: --members entry %q: %q is not host:port", errUsage, part, addr)
-		}
-		if _, dup := m[id]; dup {
-			return nil, fmt.Errorf("%w: --members lists replica %d twice", errUsage, id)
-		}
-		if other, dup := addrs[addr]; dup {
-			return nil, fmt.Errorf("%w: --members: replicas %d and %d share address %s", errUsage, other, id, addr)
-		}
-		m[id], addrs[addr] = addr, id
+	m, err := plugin.ParseMembers(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --members: %v", errUsage, err)
 	}
 	return m, nil
-}
-
-// formatMembers is the inverse of parseMembers, in ID order.
-func formatMembers(m map[uint64]string) string {
-	ids := make([]uint64, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	parts := make([]string, len(ids))
-	for i, id := range ids {
-		parts[i] = fmt.Sprintf("%d=%s", id, m[id])
-	}
-	return strings.Join(parts, ",")
 }

@@ -300,7 +300,7 @@ func listing(t *testing.T, dir string) []string {
 func TestImportRefuses(t *testing.T) {
 	fixtureDir(t)
 	exp := copyExport(t)
-	members := formatMembers(fixture.members)
+	members := plugin.FormatMembers(fixture.members)
 	t.Run("wrong shard", func(t *testing.T) {
 		dir := copyNode(t, 1)
 		if err := os.Rename(filepath.Join(dir, "sm", "shard-1"), filepath.Join(dir, "sm", "shard-2")); err != nil {
@@ -323,7 +323,7 @@ func TestImportRefuses(t *testing.T) {
 			m[id] = a
 		}
 		m[1] = "127.0.0.1:1"
-		r := keelctl("import", "--snapshot", exp, "--members", formatMembers(m), "--replica-id", "2", t.TempDir())
+		r := keelctl("import", "--snapshot", exp, "--members", plugin.FormatMembers(m), "--replica-id", "2", t.TempDir())
 		if r.code != exitUsage || !strings.Contains(r.stderr, "replica 1 had address") {
 			t.Fatalf("exit %d %q", r.code, r.stderr)
 		}
@@ -386,7 +386,7 @@ func TestImportDryRunChangesNothing(t *testing.T) {
 	exp := copyExport(t)
 	dir := copyNode(t, 1)
 	before := listing(t, dir)
-	r := keelctl("import", "--dry-run", "--snapshot", filepath.Dir(exp), "--members", formatMembers(fixture.members), "--replica-id", "1", dir)
+	r := keelctl("import", "--dry-run", "--snapshot", filepath.Dir(exp), "--members", plugin.FormatMembers(fixture.members), "--replica-id", "1", dir)
 	if r.code != 0 || !strings.Contains(r.stdout, "dry run: nothing written") || !strings.Contains(r.stdout, filepath.Join(dir, "raft")) {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -395,7 +395,7 @@ func TestImportDryRunChangesNothing(t *testing.T) {
 		t.Fatalf("dry run changed %s:\nbefore:\n%s\nafter:\n%s", dir, strings.Join(before, "\n"), strings.Join(after, "\n"))
 	}
 	fresh := filepath.Join(t.TempDir(), "fresh")
-	r = keelctl("import", "--dry-run", "--json", "--snapshot", exp, "--members", formatMembers(fixture.members), "--replica-id", "2", fresh)
+	r = keelctl("import", "--dry-run", "--json", "--snapshot", exp, "--members", plugin.FormatMembers(fixture.members), "--replica-id", "2", fresh)
 	var plan importPlan
 	if err := json.Unmarshal([]byte(r.stdout), &plan); err != nil || r.code != 0 || !plan.DryRun || plan.Done || plan.ShardID != 1 || plan.ReplicaID != 2 {
 		t.Fatalf("exit %d %v %q %q", r.code, err, r.stdout, r.stderr)
@@ -404,7 +404,7 @@ func TestImportDryRunChangesNothing(t *testing.T) {
 		t.Fatalf("dry run created %s: %v", fresh, err)
 	}
 	// The real thing on the same directory succeeds and does change it.
-	r = keelctl("import", "--snapshot", exp, "--members", formatMembers(fixture.members), "--replica-id", "1", dir)
+	r = keelctl("import", "--snapshot", exp, "--members", plugin.FormatMembers(fixture.members), "--replica-id", "1", dir)
 	if r.code != 0 || !strings.Contains(r.stdout, "imported") {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -433,7 +433,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 		Keys         uint64 `json:"Keys"`
 	}
 	_ = json.Unmarshal([]byte(h.stdout), &srcHash)
-	if exp.ShardID != 1 || exp.ReplicaID != 2 || exp.Term == 0 || formatMembers(exp.Members) != formatMembers(fixture.members) {
+	if exp.ShardID != 1 || exp.ReplicaID != 2 || exp.Term == 0 || plugin.FormatMembers(exp.Members) != plugin.FormatMembers(fixture.members) {
 		t.Fatalf("export report %+v, fixture members %v", exp, fixture.members)
 	}
 	v := verifyJSON(t, out)
@@ -458,7 +458,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 	base := t.TempDir()
 	for id := range members {
 		dir := filepath.Join(base, fmt.Sprintf("node-%d", id))
-		r := keelctl("import", "--snapshot", out, "--members", formatMembers(members), "--replica-id", fmt.Sprint(id), dir)
+		r := keelctl("import", "--snapshot", out, "--members", plugin.FormatMembers(members), "--replica-id", fmt.Sprint(id), dir)
 		if r.code != 0 || !strings.Contains(r.stdout, "[1 2 3] (never restart them)") {
 			t.Fatalf("import %d: exit %d\n%s\n%s", id, r.code, r.stdout, r.stderr)
 		}
@@ -543,5 +543,30 @@ func TestHelpGolden(t *testing.T) {
 			t.Fatalf("%s --help: exit %d %s", sub, r.code, r.stderr)
 		}
 		golden(t, "help_"+sub+".txt", r.stdout)
+	}
+}
+
+// TestVerifyExportBeforeAnyWrite: an export taken before anything was
+// written has a Dragonboat index (membership entry, the leader's empty
+// entry) above the state machine's applied index 0; it is valid.
+func TestVerifyExportBeforeAnyWrite(t *testing.T) {
+	c := testcluster.New(t, 1, testcluster.Options{})
+	n := c.Leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var idx uint64
+	var path string
+	if err := testcluster.Retry(ctx, func(ctx context.Context) error {
+		var err error
+		idx, path, err = plugin.Export(ctx, n.NH, c.ShardID, t.TempDir())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if idx == 0 || n.Factory.StateMachine(c.ShardID, n.ReplicaID).AppliedIndex() >= idx {
+		t.Fatalf("want an export above the applied index; index %d", idx)
+	}
+	if r := keelctl("verify", path); r.code != 0 {
+		t.Fatalf("verify: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/keel-db/keel/plugin"
 	"github.com/keel-db/keel/snapshot"
 	pb "github.com/lni/dragonboat/v4/raftpb"
 	"github.com/spf13/cobra"
@@ -226,8 +227,12 @@ func verifyPath(g *globals, path string) (verifyReport, error) {
 // way tools.ImportSnapshot and Keel's RecoverFromSnapshot need.
 func checkMetadata(ss pb.Snapshot, file string, env envelopeInfo, s streamInfo) error {
 	switch {
-	case ss.Index != s.SnapshotIndex:
-		return fmt.Errorf("metadata index %d, the stream's snapshot index is %d", ss.Index, s.SnapshotIndex)
+	// Keel's index is the state machine's applied index at PrepareSnapshot;
+	// Dragonboat's may be higher when the last entries never reach the state
+	// machine (membership changes, a new leader's empty entry). It can never
+	// be lower.
+	case ss.Index < s.SnapshotIndex:
+		return fmt.Errorf("metadata index %d is below the stream's snapshot index %d", ss.Index, s.SnapshotIndex)
 	case ss.ShardID != s.ShardID:
 		return fmt.Errorf("metadata shard %d, the stream's shard is %d", ss.ShardID, s.ShardID)
 	case ss.FileSize != env.FileSize:
@@ -372,7 +377,7 @@ func printVerify(g *globals, r verifyReport) {
 	}
 	if m := r.Metadata; m != nil {
 		fmt.Fprintf(w, "metadata\tindex %d, term %d, shard %d\n", m.Index, m.Term, m.ShardID)
-		fmt.Fprintf(w, "members\t%s\n", formatMembers(m.Members))
+		fmt.Fprintf(w, "members\t%s\n", plugin.FormatMembers(m.Members))
 		if len(m.Removed) > 0 {
 			fmt.Fprintf(w, "removed\t%v\n", m.Removed)
 		}

@@ -1,0 +1,79 @@
+# Keel's developer entry points. `make run` starts keeld with its defaults;
+# `make test` is what CI runs (.ci/run).
+
+GO ?= go
+# Extra flags for keeld under `make run`, e.g. make run ARGS='--log-level info'.
+ARGS ?=
+# Micro-benchmarks run by `make bench` (codec, Update, lookups, checkpoint,
+# stream); bench/cluster is the cluster benchmark. Results go to RESULTS.
+BENCH_PKGS ?= ./sm/ ./snapshot/
+RESULTS ?= bench/results
+# Extra flags for the cluster benchmark, e.g. CLUSTER_ARGS='-n 50000 -restart-large-mb 2048'.
+CLUSTER_ARGS ?=
+# 1 adds the 1 GB state to the snapshot micro-benchmarks.
+BENCH_LARGE ?= 1
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+.PHONY: build keeld plugin run test lint bench bench-quick bench-logcompact chaos fuzz clean help
+
+## build: compile every package and put keeld in ./bin/keeld
+build:
+	$(GO) build ./...
+	$(GO) build -o bin/keeld ./tools/keeld
+
+keeld:
+	$(GO) build -o bin/keeld ./tools/keeld
+
+## plugin: build the Keel storage plugin ./bin/keel.so (load it with keeld --sm-plugin)
+# The host must be built with the same toolchain and flags: `make build plugin`.
+plugin:
+	$(GO) build -buildmode=plugin -o bin/keel.so ./plugin/keelso
+
+## run: start a single-replica keeld: data in ./keel-data, HTTP on 127.0.0.1:8080
+# The binary is run directly (not through `go run`) so Ctrl-C reaches keeld,
+# which shuts down cleanly.
+run: keeld
+	./bin/keeld $(ARGS)
+
+## test: race detector on engine and sm, then the whole suite (CI runs this)
+# Race runs first so the output ends with the full suite's `ok` lines.
+test:
+	$(GO) test -race -count=1 -timeout 20m ./engine/... ./sm/...
+	$(GO) test -count=1 -timeout 20m ./...
+
+## lint: gofmt must list nothing; go vet must pass
+lint:
+	@unformatted="$$(gofmt -l .)"; \
+	if [ -n "$$unformatted" ]; then echo "gofmt -l lists:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+## bench: micro-benchmarks and the cluster benchmark (~30 min); JSON and PNG in bench/results
+# Figures are reported against targets, never asserted; see bench/README.md.
+bench: keeld
+	@mkdir -p $(RESULTS)
+	KEEL_BENCH_LARGE=$(BENCH_LARGE) $(GO) test -run '^$$' -bench . -benchmem -benchtime 1s -count 1 -timeout 60m $(BENCH_PKGS) | tee $(RESULTS)/go-bench.txt
+	$(GO) run ./bench/gobench -in $(RESULTS)/go-bench.txt -out $(RESULTS)
+	$(GO) run ./bench/cluster -keeld bin/keeld -out $(RESULTS) $(CLUSTER_ARGS)
+
+## bench-quick: the same harness in under a minute (tiny sizes, one K); bench/results/quick
+# CI may run it to keep the harness working; it never checks a figure.
+bench-quick: keeld
+	@mkdir -p $(RESULTS)/quick
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20ms -count 1 -timeout 5m ./sm/ | tee $(RESULTS)/quick/go-bench.txt
+	$(GO) test -run '^$$' -bench '/(state=10MB|keel|baseline-iterate|disk-seq-write|snappy-over-stream)/state=10MB' -benchmem -benchtime 1x -count 1 -timeout 5m ./snapshot/ | tee -a $(RESULTS)/quick/go-bench.txt
+	$(GO) run ./bench/gobench -in $(RESULTS)/quick/go-bench.txt -out $(RESULTS)/quick
+	$(GO) run ./bench/cluster -quick -keeld bin/keeld -out $(RESULTS)/quick $(CLUSTER_ARGS)
+
+## bench-logcompact: the Raft log's disk use with log compaction on and off; bench/results/logcompact.json
+bench-logcompact:
+	$(GO) test -run '^$$' -bench LogDisk -benchtime 200000x -count 1 -timeout 30m ./bench/logcompact
+
+## clean: remove build output (never ./keel-data)
+clean:
+	rm -rf bin
+
+## help: list the targets
+help:
+	@grep -h '^## ' $(MAKEFILE_LIST) | sed 's/^## //'

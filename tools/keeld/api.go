@@ -1,0 +1,337 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/sm"
+	"github.com/lni/dragonboat/v4"
+)
+
+// scanPair is one key and value in a scan response. Strings by default;
+// with ?encoding=base64 the fields hold base64 (for binary keys and values
+// that are not UTF-8, which JSON strings cannot carry).
+type scanPair struct {
+	Key   any `json:"key"`
+	Value any `json:"value"`
+}
+
+type scanResponse struct {
+	Pairs   []scanPair `json:"pairs"`
+	More    bool       `json:"more"`
+	NextKey any        `json:"next_key,omitempty"`
+}
+
+func (s *server) handleScan(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	stale, err := boolParam(q, "stale")
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	sq := plugin.ScanQuery{Prefix: optKey(q, "prefix"), Start: optKey(q, "start"), End: optKey(q, "end")}
+	for _, p := range []struct {
+		name string
+		v    []byte
+	}{{"prefix", sq.Prefix}, {"start", sq.Start}, {"end", sq.End}} {
+		if len(p.v) > sm.MaxKeySize {
+			s.fail(w, fmt.Errorf("%w: %s of %d bytes is over the %d byte limit", errBadRequest, p.name, len(p.v), sm.MaxKeySize))
+			return
+		}
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > sm.MaxScanLimit {
+			s.fail(w, fmt.Errorf("%w: limit=%q must be a number from 1 to %d", errBadRequest, l, sm.MaxScanLimit))
+			return
+		}
+		sq.Limit = n
+	}
+	enc := q.Get("encoding")
+	if enc != "" && enc != "base64" {
+		s.fail(w, fmt.Errorf("%w: encoding=%q: only base64 is supported", errBadRequest, enc))
+		return
+	}
+	var res plugin.ScanResult
+	err = s.metrics.timeRead("scan", stale, func() error {
+		if stale {
+			res, err = s.client.StaleScan(sq)
+			return err
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+		defer cancel()
+		res, err = s.client.Scan(ctx, sq)
+		return err
+	})
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	conv := func(b []byte) any { return string(b) }
+	if enc == "base64" {
+		conv = func(b []byte) any { return b } // encoding/json writes []byte as base64
+	}
+	out := scanResponse{Pairs: make([]scanPair, len(res.Pairs)), More: res.More}
+	for i, kv := range res.Pairs {
+		out.Pairs[i] = scanPair{Key: conv(kv.Key), Value: conv(kv.Value)}
+	}
+	if res.More {
+		out.NextKey = conv(res.NextKey)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// optKey returns a query parameter's bytes, nil when absent or empty.
+func optKey(q url.Values, name string) []byte {
+	if v := q.Get(name); v != "" {
+		return []byte(v)
+	}
+	return nil
+}
+
+// txnRequest is POST /txn's body. Each condition sets exactly one of
+// Absent, Exists and Equals; each operation sets exactly one of Put (with
+// Value) and Delete.
+type txnRequest struct {
+	If   []txnCond `json:"if"`
+	Then []txnOp   `json:"then"`
+}
+
+type txnCond struct {
+	Key    *string `json:"key"`
+	Absent bool    `json:"absent"`
+	Exists bool    `json:"exists"`
+	Equals *string `json:"equals"`
+}
+
+type txnOp struct {
+	Put    *string `json:"put"`
+	Value  *string `json:"value"`
+	Delete *string `json:"delete"`
+}
+
+type txnResponse struct {
+	Succeeded bool `json:"succeeded"`
+	// FailedCond is the position in "if" of the first condition that did
+	// not hold; present only when Succeeded is false.
+	FailedCond *int `json:"failed_cond,omitempty"`
+}
+
+// decodeTxn parses and checks a txn body. Nothing here panics on any input:
+// unknown fields, trailing data and every shape error are refused.
+func decodeTxn(body []byte) ([]plugin.Cond, []plugin.TxnOp, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var req txnRequest
+	if err := dec.Decode(&req); err != nil {
+		return nil, nil, fmt.Errorf("%w: txn body is not valid JSON of the documented shape: %v", errBadRequest, err)
+	}
+	if dec.More() {
+		return nil, nil, fmt.Errorf("%w: txn body has data after the JSON object", errBadRequest)
+	}
+	if len(req.Then) == 0 {
+		return nil, nil, fmt.Errorf(`%w: txn needs at least one operation in "then"`, errBadRequest)
+	}
+	if n := len(req.If) + len(req.Then); n > sm.MaxTxnItems {
+		return nil, nil, fmt.Errorf("%w: txn has %d conditions and operations, limit %d", errBadRequest, n, sm.MaxTxnItems)
+	}
+	conds := make([]plugin.Cond, 0, len(req.If))
+	for i, c := range req.If {
+		where := fmt.Sprintf("if[%d]", i)
+		if c.Key == nil {
+			return nil, nil, fmt.Errorf(`%w: %s has no "key"`, errBadRequest, where)
+		}
+		k := []byte(*c.Key)
+		if err := checkKey(where+".key", k); err != nil {
+			return nil, nil, err
+		}
+		kinds := 0
+		var cond plugin.Cond
+		if c.Absent {
+			kinds++
+			cond = plugin.IfAbsent(k)
+		}
+		if c.Exists {
+			kinds++
+			cond = plugin.IfExists(k)
+		}
+		if c.Equals != nil {
+			kinds++
+			v := []byte(*c.Equals)
+			if err := checkValue(v); err != nil {
+				return nil, nil, err
+			}
+			cond = plugin.IfEquals(k, v)
+		}
+		if kinds != 1 {
+			return nil, nil, fmt.Errorf(`%w: %s must set exactly one of "absent": true, "exists": true, "equals": "value"`, errBadRequest, where)
+		}
+		conds = append(conds, cond)
+	}
+	ops := make([]plugin.TxnOp, 0, len(req.Then))
+	for i, o := range req.Then {
+		where := fmt.Sprintf("then[%d]", i)
+		switch {
+		case o.Put != nil && o.Delete == nil:
+			if o.Value == nil {
+				return nil, nil, fmt.Errorf(`%w: %s puts without a "value"`, errBadRequest, where)
+			}
+			k, v := []byte(*o.Put), []byte(*o.Value)
+			if err := checkKey(where+".put", k); err != nil {
+				return nil, nil, err
+			}
+			if err := checkValue(v); err != nil {
+				return nil, nil, err
+			}
+			ops = append(ops, plugin.PutOp(k, v))
+		case o.Delete != nil && o.Put == nil:
+			if o.Value != nil {
+				return nil, nil, fmt.Errorf(`%w: %s deletes but has a "value"`, errBadRequest, where)
+			}
+			k := []byte(*o.Delete)
+			if err := checkKey(where+".delete", k); err != nil {
+				return nil, nil, err
+			}
+			ops = append(ops, plugin.DeleteOp(k))
+		default:
+			return nil, nil, fmt.Errorf(`%w: %s must set exactly one of "put" (with "value") and "delete"`, errBadRequest, where)
+		}
+	}
+	return conds, ops, nil
+}
+
+func (s *server) handleTxn(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(w, r, maxBodyBytes)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	conds, ops, err := decodeTxn(body)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	defer cancel()
+	var res plugin.TxnResult
+	err = s.metrics.timeProposal("txn", func() error {
+		res, err = s.client.Txn(ctx, conds, ops)
+		return err
+	})
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	out := txnResponse{Succeeded: res.Succeeded}
+	if !res.Succeeded {
+		out.FailedCond = &res.FailedCond
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// replicaIDFromPath parses /admin/members/{id}.
+func replicaIDFromPath(r *http.Request) (uint64, error) {
+	s := strings.TrimPrefix(r.URL.EscapedPath(), "/admin/members/")
+	id, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || id == 0 {
+		return 0, fmt.Errorf("%w: replica ID %q must be a number above 0", errBadRequest, s)
+	}
+	return id, nil
+}
+
+func (s *server) handleAddMember(w http.ResponseWriter, r *http.Request) {
+	id, err := replicaIDFromPath(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	// addr may come in the query or as a form body ("addr=host:port",
+	// whatever the Content-Type, so plain curl -d works).
+	body, err := readBody(w, r, 4<<10)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	form, err := url.ParseQuery(strings.TrimSpace(string(body)))
+	if err != nil {
+		s.fail(w, fmt.Errorf("%w: body must be addr=host:port: %v", errBadRequest, err))
+		return
+	}
+	addr := r.URL.Query().Get("addr")
+	if addr == "" {
+		addr = form.Get("addr")
+	}
+	if err := plugin.CheckHostPort(addr, false); err != nil {
+		s.fail(w, fmt.Errorf("%w: addr: %v", errBadRequest, err))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	defer cancel()
+	if err := s.nh.SyncRequestAddReplica(ctx, s.cfg.ShardID, id, addr, 0); err != nil {
+		s.fail(w, fmt.Errorf("add replica %d at %s: %w", id, addr, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"added": id, "addr": addr})
+}
+
+func (s *server) handleDeleteMember(w http.ResponseWriter, r *http.Request) {
+	id, err := replicaIDFromPath(r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	defer cancel()
+	if err := s.nh.SyncRequestDeleteReplica(ctx, s.cfg.ShardID, id, 0); err != nil {
+		s.fail(w, fmt.Errorf("delete replica %d: %w", id, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"removed": id})
+}
+
+func (s *server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	defer cancel()
+	idx, err := s.nh.SyncRequestSnapshot(ctx, s.cfg.ShardID, dragonboat.DefaultSnapshotOption)
+	if errors.Is(err, dragonboat.ErrRejected) {
+		s.fail(w, fmt.Errorf("snapshot: %w: nothing was applied since the last snapshot", err))
+		return
+	}
+	if err != nil {
+		s.fail(w, fmt.Errorf("snapshot: %w", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"index": idx})
+}
+
+// exportTimeout bounds POST /admin/export: the image is written whole
+// (about the state's size at disk speed), so it gets far longer than an
+// ordinary request.
+const exportTimeout = 30 * time.Minute
+
+// handleExport writes an exported snapshot, exact at its index, under
+// --export-dir and answers with its index and directory (see plugin.Export;
+// restore it with keelctl import). The directory comes from the command
+// line, never from the request, so the API cannot write elsewhere.
+func (s *server) handleExport(w http.ResponseWriter, r *http.Request) {
+	// The server's write deadline suits ordinary requests; an export of a
+	// large state outlives it.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(exportTimeout + time.Minute))
+	ctx, cancel := context.WithTimeout(r.Context(), exportTimeout)
+	defer cancel()
+	idx, path, err := plugin.Export(ctx, s.nh, s.cfg.ShardID, s.cfg.ExportDir)
+	if err != nil {
+		s.fail(w, fmt.Errorf("export: %w", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"index": idx, "path": path})
+}

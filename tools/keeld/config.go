@@ -1,0 +1,179 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/keel-db/keel/plugin"
+)
+
+// config is keeld's parsed command line.
+//
+// Invariants after parseFlags: ShardID and ReplicaID are non-zero;
+// RaftAddr is host:port with a port in 1..65535; when Join is false Members
+// holds this replica at RaftAddr; when Join is true Members is empty.
+type config struct {
+	DataDir   string
+	HTTPAddr  string
+	RaftAddr  string
+	ShardID   uint64
+	ReplicaID uint64
+	// Members are the initial members, replica ID to Raft address. Dragonboat
+	// reads them only when the replica bootstraps; keeld ignores them once
+	// the data directory holds a bootstrapped replica.
+	Members  map[uint64]string
+	Join     bool
+	LogLevel slog.Level
+	// SnapshotInterval is the snapshot timer's period (0 disables it);
+	// SnapshotEntries Dragonboat's entry-count trigger (0 disables it).
+	SnapshotInterval time.Duration
+	SnapshotEntries  uint64
+	// LogCompaction runs logcompact's Compactor for the replica.
+	LogCompaction bool
+	// SMPlugin, when set, is a Keel storage plugin (.so) to load instead of
+	// the linked-in state machine.
+	SMPlugin string
+	// ExportDir is where POST /admin/export writes exported snapshots.
+	ExportDir string
+}
+
+// Defaults for a single-replica cluster on loopback.
+const (
+	defaultDataDir  = "keel-data"
+	defaultHTTPAddr = "127.0.0.1:8080"
+	defaultRaftAddr = "127.0.0.1:63001"
+	// defaultSnapshotInterval bounds how much of the log a restart replays
+	// and how long unsynced applied state waits for an fsync, at the cost of
+	// one metadata-only snapshot (a Sync and ~1 KB) a minute.
+	defaultSnapshotInterval = time.Minute
+)
+
+// RaftDir holds Dragonboat's NodeHost directory (Raft log and metadata).
+func (c config) RaftDir() string { return filepath.Join(c.DataDir, "raft") }
+
+// SMDir is the Keel state machine root (plugin.Config.RootDir).
+func (c config) SMDir() string { return filepath.Join(c.DataDir, "sm") }
+
+func newFlagSet(c *config, members, logLevel *string) *flag.FlagSet {
+	fs := flag.NewFlagSet("keeld", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.DataDir, "data-dir", defaultDataDir, "data directory: Raft log in <dir>/raft, state machine in <dir>/sm")
+	fs.StringVar(&c.HTTPAddr, "http", defaultHTTPAddr, "HTTP listen address")
+	fs.StringVar(&c.RaftAddr, "raft-addr", defaultRaftAddr, "Raft address this replica listens on and is known by")
+	fs.Uint64Var(&c.ShardID, "shard-id", 1, "Raft shard ID")
+	fs.Uint64Var(&c.ReplicaID, "replica-id", 1, "Raft replica ID of this process")
+	fs.StringVar(members, "members", "", `initial members "1=host:port,2=host:port,..." (default: this replica at --raft-addr)`)
+	fs.BoolVar(&c.Join, "join", false, "start as a new member joining an existing shard (add it first: POST /admin/members/{id})")
+	fs.StringVar(logLevel, "log-level", "warn", "log level: debug, info, warn or error")
+	fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", defaultSnapshotInterval, "period of the snapshot timer (jittered; 0 disables it)")
+	fs.Uint64Var(&c.SnapshotEntries, "snapshot-entries", 0, "also snapshot every N applied entries (0 disables the entry-count trigger)")
+	fs.BoolVar(&c.LogCompaction, "log-compaction", true, "compact the Raft log behind snapshots and reclaim its disk space")
+	fs.StringVar(&c.SMPlugin, "sm-plugin", "", "load the state machine from this Keel storage plugin (.so) instead of the linked-in one")
+	fs.StringVar(&c.ExportDir, "export-dir", "", "directory POST /admin/export writes to (default <data-dir>/exports)")
+	return fs
+}
+
+// usage returns the help text printed for -h.
+func usage() string {
+	var c config
+	var m, l string
+	fs := newFlagSet(&c, &m, &l)
+	var b strings.Builder
+	b.WriteString("Usage: keeld [flags]\n\nkeeld serves one replica of a Keel shard over HTTP.\n\nFlags:\n")
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	return b.String()
+}
+
+// parseFlags parses and validates keeld's arguments. Every error wraps
+// errUsage and is one line; -h and --help return flag.ErrHelp.
+func parseFlags(args []string) (config, error) {
+	var c config
+	var members, logLevel string
+	fs := newFlagSet(&c, &members, &logLevel)
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return c, err
+		}
+		return c, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	if c.DataDir == "" {
+		return c, fmt.Errorf("%w: --data-dir is empty", errUsage)
+	}
+	if c.SnapshotInterval < 0 {
+		return c, fmt.Errorf("%w: --snapshot-interval must not be negative", errUsage)
+	}
+	if c.SnapshotInterval > 0 && c.SnapshotInterval < 100*time.Millisecond {
+		return c, fmt.Errorf("%w: --snapshot-interval %v is below the 100ms minimum", errUsage, c.SnapshotInterval)
+	}
+	if c.ExportDir == "" {
+		c.ExportDir = filepath.Join(c.DataDir, "exports")
+	}
+	if c.ShardID == 0 {
+		return c, fmt.Errorf("%w: --shard-id must be above 0", errUsage)
+	}
+	if c.ReplicaID == 0 {
+		return c, fmt.Errorf("%w: --replica-id must be above 0", errUsage)
+	}
+	if err := plugin.CheckHostPort(c.HTTPAddr, true); err != nil {
+		return c, fmt.Errorf("%w: --http: %v", errUsage, err)
+	}
+	lvl, err := parseLogLevel(logLevel)
+	if err != nil {
+		return c, fmt.Errorf("%w: --log-level: %v", errUsage, err)
+	}
+	c.LogLevel = lvl
+
+	if members != "" {
+		if c.Join {
+			return c, fmt.Errorf("%w: --join and --members exclude each other: a joining replica learns the members from the shard", errUsage)
+		}
+		m, err := plugin.ParseMembers(members)
+		if err != nil {
+			return c, fmt.Errorf("%w: --members: %v", errUsage, err)
+		}
+		self, ok := m[c.ReplicaID]
+		if !ok {
+			return c, fmt.Errorf("%w: --members does not list this replica (--replica-id %d)", errUsage, c.ReplicaID)
+		}
+		if !set["raft-addr"] {
+			c.RaftAddr = self
+		} else if self != c.RaftAddr {
+			return c, fmt.Errorf("%w: --members lists replica %d at %s but --raft-addr is %s", errUsage, c.ReplicaID, self, c.RaftAddr)
+		}
+		c.Members = m
+	}
+	if err := plugin.CheckHostPort(c.RaftAddr, false); err != nil {
+		return c, fmt.Errorf("%w: --raft-addr: %v", errUsage, err)
+	}
+	if !c.Join && c.Members == nil {
+		c.Members = map[uint64]string{c.ReplicaID: c.RaftAddr}
+	}
+	return c, nil
+}
+
+func parseLogLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	default:
+		return 0, fmt.Errorf("%q is not one of debug, info, warn, error", s)
+	}
+}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"log/slog"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keel-db/keel/plugin"
+)
+
+func TestParseFlagsDefaults(t *testing.T) {
+	c, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config{
+		DataDir: "keel-data", HTTPAddr: "127.0.0.1:8080", RaftAddr: "127.0.0.1:63001",
+		ShardID: 1, ReplicaID: 1, Members: map[uint64]string{1: "127.0.0.1:63001"}, LogLevel: slog.LevelWarn,
+		SnapshotInterval: time.Minute, LogCompaction: true, ExportDir: "keel-data/exports",
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)
+	}
+	if c.RaftDir() != "keel-data/raft" || c.SMDir() != "keel-data/sm" {
+		t.Fatalf("dirs %s %s", c.RaftDir(), c.SMDir())
+	}
+}
+
+func TestParseFlagsMembers(t *testing.T) {
+	c, err := parseFlags([]string{"--replica-id", "2", "--members", "1=127.0.0.1:1, 2=127.0.0.1:2,3=h:3", "--log-level", "DEBUG"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// --raft-addr comes from this replica's entry when not given.
+	if c.RaftAddr != "127.0.0.1:2" || len(c.Members) != 3 || c.Members[3] != "h:3" || c.LogLevel != slog.LevelDebug {
+		t.Fatalf("%+v", c)
+	}
+	if got := plugin.FormatMembers(c.Members); got != "1=127.0.0.1:1,2=127.0.0.1:2,3=h:3" {
+		t.Fatalf("formatMembers = %q", got)
+	}
+	c, err = parseFlags([]string{"--replica-id", "4", "--raft-addr", "127.0.0.1:9", "--join"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Join || c.Members != nil {
+		t.Fatalf("join: %+v", c)
+	}
+}
+
+func TestParseFlagsErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"-x"},
+		{"--shard-id", "0"},
+		{"--replica-id", "0"},
+		{"--shard-id", "-3"},
+		{"--data-dir", ""},
+		{"--http", "8080"},
+		{"--http", "127.0.0.1:99999"},
+		{"--raft-addr", ":63001"},
+		{"--raft-addr", "127.0.0.1:0"},
+		{"--log-level", "trace"},
+		{"--members", ""},
+		{"--members", "1=127.0.0.1:1,"},
+		{"--members", "1"},
+		{"--members", "0=127.0.0.1:1"},
+		{"--members", "x=127.0.0.1:1"},
+		{"--members", "1=127.0.0.1:1,1=127.0.0.1:2"},
+		{"--members", "1=127.0.0.1:1,2=127.0.0.1:1"},
+		{"--members", "2=127.0.0.1:2"},
+		{"--members", "1=127.0.0.1:1", "--raft-addr", "127.0.0.1:2"},
+		{"--members", "1=127.0.0.1:1", "--join"},
+		{"--snapshot-interval", "-1s"},
+		{"--snapshot-interval", "5ms"},
+		{"--snapshot-interval", "often"},
+		{"--snapshot-entries", "-5"},
+		{"--log-compaction=maybe"},
+		{"positional"},
+	} {
+		_, err := parseFlags(args)
+		if args[0] == "--members" && args[1] == "" {
+			// An empty --members means the default: just this replica.
+			if err != nil {
+				t.Errorf("%q: %v", args, err)
+			}
+			continue
+		}
+		if !errors.Is(err, errUsage) {
+			t.Errorf("%q: err %v, want a usage error", args, err)
+		}
+	}
+	if _, err := parseFlags([]string{"-h"}); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+}
+
+func TestStatusFor(t *testing.T) {
+	// Every error keeld writes maps to a deliberate class, never a panic.
+	for _, c := range []struct {
+		err  error
+		want int
+	}{
+		{errBadRequest, 400}, {errTooLarge, 413}, {errNotFound, 404},
+		{errors.New("disk on fire"), 500},
+	} {
+		if got := statusFor(c.err); got != c.want {
+			t.Errorf("statusFor(%v) = %d, want %d", c.err, got, c.want)
+		}
+	}
+}
+
+func TestDemoteRoutine(t *testing.T) {
+	var buf bytes.Buffer
+	base := slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn})
+	l := slog.New(demoteRoutine(base))
+	l.Warn("t2 became candidate", "pkg", "raft")
+	l.With("pkg", "config").Warn("mutual TLS disabled")
+	l.Warn("StaleRead called, linearizability not guaranteed", "pkg", "dragonboat")
+	if buf.Len() != 0 {
+		t.Fatalf("routine warnings were logged at warn: %s", buf.String())
+	}
+	l.Warn("failed to connect", "pkg", "transport")
+	l.With("pkg", "raft").Error("real trouble")
+	if got := strings.Count(buf.String(), "\n"); got != 2 {
+		t.Fatalf("want the transport warning and the raft error, got %q", buf.String())
+	}
+}

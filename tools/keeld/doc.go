@@ -1,0 +1,54 @@
+// Command keeld is Keel's reference host database: one process serving one
+// replica of one Keel shard (a Dragonboat NodeHost with Keel's on-disk state
+// machine) over a small HTTP API.
+//
+// # Running
+//
+// With no flags keeld runs a single-replica cluster (shard 1, replica 1)
+// with its data in ./keel-data, HTTP on 127.0.0.1:8080 and Raft on
+// 127.0.0.1:63001. A three-replica shard is three processes started with
+// the same --members list and their own --replica-id. A new replica joins a
+// running shard with --join after POST /admin/members/{id} on a member.
+// Flags are parsed by config.go; a bad command line exits with status 2 and
+// a one-line error. SIGINT and SIGTERM shut down gracefully and exit 0.
+//
+// # On disk
+//
+//	<data-dir>/raft   Dragonboat's NodeHost directory: Raft log (LogDB),
+//	                  bootstrap record, snapshot metadata
+//	<data-dir>/sm     Keel state machine root (plugin.Config.RootDir):
+//	                  shard-<id>/replica-<id>/ holds the Pebble images
+//
+// A restart on the same data directory restarts the bootstrapped replica;
+// --members and --join are then ignored, as Dragonboat keeps the membership
+// in its log. A data directory belongs to one replica ID and one Raft
+// address; keeld refuses (exit 1) to start another on it.
+//
+// # HTTP API
+//
+//	PUT    /kv/{key}            body = value; 204
+//	GET    /kv/{key}[?stale=true] raw value; 404 when missing
+//	DELETE /kv/{key}            204 (also when the key was missing)
+//	GET    /kv?prefix=&start=&end=&limit=&stale=&encoding=base64
+//	POST   /txn                 {"if":[...],"then":[...]} (see README.md)
+//	GET    /status              replica, leader, members, log range, stats
+//	GET    /metrics             Prometheus text format
+//	POST   /admin/snapshot      request a snapshot; {"index":n}
+//	POST   /admin/members/{id}  addr=host:port in the query or body
+//	DELETE /admin/members/{id}
+//
+// The key is the raw path after /kv/, URL-unescaped; routing is by hand
+// so keys are never cleaned. Errors are JSON {"error": "..."}: 400 for a
+// malformed request, 404, 405, 413 for a body or value over the limit, 409
+// when Dragonboat rejects a membership change or snapshot, and 503 (with
+// Retry-After) whenever the shard cannot serve right now: no leader, not
+// ready, busy, or the request's 5 s deadline passed. Admin endpoints are
+// unauthenticated: keeld listens on loopback unless told otherwise.
+//
+// # Concurrency
+//
+// net/http serves each request on its own goroutine. The server holds no
+// mutable state of its own: the NodeHost, the plugin client and the
+// Prometheus instruments are safe for concurrent use, and /status and
+// /metrics read the replica on demand rather than from a poller.
+package main

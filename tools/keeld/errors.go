@@ -1,0 +1,17 @@
+package main
+
+import "errors"
+
+var (
+	// errUsage is wrapped by every command-line error: a bad flag, a bad
+	// flag value or a bad combination. main exits with status 2 for it.
+	errUsage = errors.New("usage")
+	// errBadRequest is wrapped by every HTTP request the server refuses as
+	// malformed (400).
+	errBadRequest = errors.New("bad request")
+	// errTooLarge is returned when a request body or value is over a limit
+	// (413).
+	errTooLarge = errors.New("request too large")
+	// errNotFound is returned for a missing key or an unknown path (404).
+	errNotFound = errors.New("not found")
+)

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/keel-db/keel/sm"
+	"github.com/lni/dragonboat/v4"
+)
+
+// membershipTimeout bounds the linearizable membership read in /status;
+// status must answer quickly even when the shard has no leader.
+const membershipTimeout = time.Second
+
+// statusResponse is GET /status. Fields that could not be read are zero and
+// the reason is in the matching *_error field.
+type statusResponse struct {
+	ShardID    uint64 `json:"shard_id"`
+	ReplicaID  uint64 `json:"replica_id"`
+	NodeHostID string `json:"nodehost_id"`
+	// LeaderID is 0 while no leader is known to this replica.
+	LeaderID uint64 `json:"leader_id"`
+	IsLeader bool   `json:"is_leader"`
+	Term     uint64 `json:"term"`
+	// AppliedIndex is the last Raft index applied to this replica's state
+	// machine.
+	AppliedIndex uint64 `json:"applied_index"`
+	// Members maps replica IDs to Raft addresses. MembersSource is
+	// "consensus" when read through the leader (SyncGetShardMembership),
+	// "local" when it is this replica's possibly stale view.
+	Members        map[string]string `json:"members"`
+	NonVoting      map[string]string `json:"non_voting,omitempty"`
+	Witnesses      map[string]string `json:"witnesses,omitempty"`
+	MembersSource  string            `json:"members_source"`
+	MembersError   string            `json:"members_error,omitempty"`
+	ConfigChangeID uint64            `json:"config_change_index"`
+	// LogFirstIndex and LogLastIndex are the range of Raft entries held in
+	// this replica's log (entries below it were compacted away).
+	LogFirstIndex uint64 `json:"log_first_index"`
+	LogLastIndex  uint64 `json:"log_last_index"`
+	// RaftLog is the log's range, disk use and compaction counters.
+	RaftLog raftLogStatus `json:"raft_log"`
+	// Snapshots counts snapshot work on this replica.
+	Snapshots snapshotStatus `json:"snapshots"`
+	// Keys and Bytes describe the user data; exact for small data sets,
+	// estimated for large ones (StatsExact says which).
+	Keys          uint64  `json:"keys"`
+	Bytes         uint64  `json:"bytes"`
+	StatsExact    bool    `json:"stats_exact"`
+	StatsError    string  `json:"stats_error,omitempty"`
+	DiskBytes     uint64  `json:"disk_bytes"`
+	RaftAddr      string  `json:"raft_addr"`
+	HTTPAddr      string  `json:"http_addr"`
+	DataDir       string  `json:"data_dir"`
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	Version       string  `json:"version"`
+}
+
+func (s *server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	st := statusResponse{
+		ShardID:       s.cfg.ShardID,
+		ReplicaID:     s.cfg.ReplicaID,
+		NodeHostID:    s.nh.ID(),
+		RaftAddr:      s.cfg.RaftAddr,
+		HTTPAddr:      s.cfg.HTTPAddr,
+		DataDir:       s.cfg.DataDir,
+		UptimeSeconds: time.Since(s.started).Seconds(),
+		Version:       version(),
+	}
+	if leader, term, ok, err := s.nh.GetLeaderID(s.cfg.ShardID); err == nil && ok {
+		st.LeaderID, st.Term = leader, term
+		st.IsLeader = leader == s.cfg.ReplicaID
+	}
+	st.AppliedIndex = s.appliedIndex()
+	s.fillMembers(r.Context(), &st)
+	if lr, err := s.nh.GetLogReader(s.cfg.ShardID); err == nil {
+		st.LogFirstIndex, st.LogLastIndex = lr.GetRange()
+	}
+	if es, err := s.client.LocalStats(false); err == nil {
+		st.Keys, st.Bytes, st.StatsExact = es.Keys, es.Bytes, es.Exact
+	} else {
+		st.StatsError = err.Error()
+	}
+	st.RaftLog = s.raftLogStatus(st.LogFirstIndex, st.LogLastIndex)
+	st.Snapshots = s.snapshotStatus()
+	st.DiskBytes = diskUsage(s.cfg.SMDir()) + st.RaftLog.DiskBytes
+	writeJSON(w, http.StatusOK, st)
+}
+
+// raftLogStatus is the Raft log part of /status.
+type raftLogStatus struct {
+	FirstIndex uint64 `json:"first_index"`
+	LastIndex  uint64 `json:"last_index"`
+	// DiskBytes is the allocated size (du) of the Raft directory.
+	DiskBytes uint64 `json:"disk_bytes"`
+	// Compaction is false when --log-compaction=false; the counters are then
+	// zero.
+	Compaction     bool   `json:"compaction"`
+	Compactions    uint64 `json:"compactions"`
+	EntriesRemoved uint64 `json:"entries_removed"`
+	Reclaims       uint64 `json:"reclaims"`
+	BytesReclaimed uint64 `json:"bytes_reclaimed"`
+	Errors         uint64 `json:"errors"`
+}
+
+func (s *server) raftLogStatus(first, last uint64) raftLogStatus {
+	st := raftLogStatus{FirstIndex: first, LastIndex: last, DiskBytes: diskUsage(s.cfg.RaftDir())}
+	if s.svc != nil && s.svc.comp != nil {
+		cs := s.svc.comp.Stats()
+		st.Compaction = true
+		st.Compactions, st.EntriesRemoved = cs.Compactions, cs.EntriesRemoved
+		st.Reclaims, st.BytesReclaimed, st.Errors = cs.Reclaims, cs.BytesReclaimed, cs.Errors
+	}
+	return st
+}
+
+// snapshotStatus is the snapshot part of /status: the state machine's
+// counters and the snapshot timer's.
+type snapshotStatus struct {
+	sm.SnapshotStats
+	TimerTaken     uint64 `json:"timer_taken"`
+	TimerSkipped   uint64 `json:"timer_skipped"`
+	TimerRejected  uint64 `json:"timer_rejected"`
+	TimerFailed    uint64 `json:"timer_failed"`
+	LastTimerIndex uint64 `json:"last_timer_index"`
+}
+
+func (s *server) snapshotStatus() snapshotStatus {
+	var st snapshotStatus
+	if m := s.factory.StateMachine(s.cfg.ShardID, s.cfg.ReplicaID); m != nil {
+		st.SnapshotStats = m.SnapshotStats()
+	}
+	if s.svc != nil && s.svc.sched != nil {
+		ss := s.svc.sched.Stats()
+		st.TimerTaken, st.TimerSkipped, st.TimerRejected, st.TimerFailed = ss.Taken, ss.Skipped, ss.Rejected, ss.Failed
+		st.LastTimerIndex = ss.LastIndex
+	}
+	return st
+}
+
+// appliedIndex reads the state machine's applied index without a lookup.
+func (s *server) appliedIndex() uint64 {
+	if m := s.factory.StateMachine(s.cfg.ShardID, s.cfg.ReplicaID); m != nil {
+		return m.AppliedIndex()
+	}
+	return 0
+}
+
+// fillMembers asks the shard for its membership when a leader is known and
+// falls back to the local view otherwise, so /status never waits for an
+// election.
+func (s *server) fillMembers(ctx context.Context, st *statusResponse) {
+	if st.LeaderID != 0 {
+		ctx, cancel := context.WithTimeout(ctx, membershipTimeout)
+		defer cancel()
+		m, err := s.nh.SyncGetShardMembership(ctx, s.cfg.ShardID)
+		if err == nil {
+			st.Members, st.NonVoting, st.Witnesses = idMap(m.Nodes), idMap(m.NonVotings), idMap(m.Witnesses)
+			st.ConfigChangeID = m.ConfigChangeID
+			st.MembersSource = "consensus"
+			return
+		}
+		st.MembersError = err.Error()
+	}
+	st.MembersSource = "local"
+	info := s.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true})
+	if info == nil {
+		return
+	}
+	for _, si := range info.ShardInfoList {
+		if si.ShardID == s.cfg.ShardID {
+			st.Members = idMap(si.Replicas)
+			st.ConfigChangeID = si.ConfigChangeIndex
+		}
+	}
+}
+
+func idMap(m map[uint64]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for id, addr := range m {
+		out[strconv.FormatUint(id, 10)] = addr
+	}
+	return out
+}
+
+// version is the module version keeld was built from, or "devel".
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	if v == "" || v == "(devel)" {
+		v = "devel"
+	}
+	return v + " " + bi.GoVersion
+}
