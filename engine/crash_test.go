@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/keel-db/keel/internal/testutil"
 )
 
 // batchKey is the marker key batch n writes.
@@ -99,7 +100,7 @@ func checkPrefix(t *testing.T, e *Engine, total int) int {
 // writes, and reopens it: the image must hold exactly batches 1..N for its
 // applied index N, with N at least the last synced batch.
 func TestCrashKeepsCommittedPrefix(t *testing.T) {
-	seed := testSeed(t)
+	seed := testutil.Seed(t)
 	iterations := 60
 	if testing.Short() {
 		iterations = 15
@@ -159,7 +160,7 @@ func TestCrashKeepsCommittedPrefix(t *testing.T) {
 // the crash harness itself: without a Sync nothing of the batches survives
 // such a crash, so the first half is not passing vacuously.
 func TestSyncMakesDurable(t *testing.T) {
-	r := rand.New(rand.NewPCG(testSeed(t), 99))
+	r := rand.New(rand.NewPCG(testutil.Seed(t), 99))
 	fs := vfs.NewCrashableMem()
 	opts := Options{FS: fs, Logger: quietLogger()}
 	e, err := OpenRoot("/r", opts)

@@ -3,27 +3,8 @@ package engine
 import (
 	"io"
 	"log/slog"
-	"os"
-	"strconv"
 	"testing"
-	"time"
 )
-
-// testSeed returns the seed for a randomized test: KEEL_TEST_SEED when set,
-// otherwise the clock. It is always logged so a failure can be replayed.
-func testSeed(t testing.TB) uint64 {
-	t.Helper()
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("KEEL_TEST_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("KEEL_TEST_SEED=%q: %v", s, err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (replay with KEEL_TEST_SEED=%d)", seed, seed)
-	return seed
-}
 
 // quietLogger drops Pebble's messages below error.
 func quietLogger() *slog.Logger {

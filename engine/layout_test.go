@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/keel-db/keel/internal/testutil"
 )
 
 func listDir(t *testing.T, fs vfs.FS, dir string) []string {
@@ -259,7 +260,7 @@ func TestCorruptMetadata(t *testing.T) {
 // must open and show either the old image or the new one, and once Publish
 // has returned, the new one.
 func TestPublishCrashAtEveryStep(t *testing.T) {
-	seed := testSeed(t)
+	seed := testutil.Seed(t)
 	for k := 0; ; k++ {
 		mem := vfs.NewCrashableMem()
 		e, err := OpenRoot("/root", Options{FS: mem, Logger: quietLogger()})

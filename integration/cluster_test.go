@@ -7,15 +7,14 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
-	"os"
 	"sort"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/keel-db/keel/engine"
 	"github.com/keel-db/keel/internal/testcluster"
+	"github.com/keel-db/keel/internal/testutil"
 	"github.com/keel-db/keel/plugin"
 	"github.com/keel-db/keel/sm"
 	"github.com/lni/dragonboat/v4/statemachine"
@@ -24,22 +23,6 @@ import (
 // This file holds Keel's core multi-replica tests: concurrent proposals
 // checked against a model, replica convergence by StateHash, and a replica
 // restart that catches up from the Raft log.
-
-// coreSeed returns the seed for randomized tests: KEEL_TEST_SEED when set,
-// otherwise the clock. It is always logged.
-func coreSeed(t *testing.T) uint64 {
-	t.Helper()
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("KEEL_TEST_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("KEEL_TEST_SEED=%q: %v", s, err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (replay with KEEL_TEST_SEED=%d)", seed, seed)
-	return seed
-}
 
 // smRecorder wraps each replica's state machine to record what Open
 // returned and whether a snapshot was ever installed.
@@ -278,7 +261,7 @@ type workerLog struct {
 // persisted index and catches up from the log to the same StateHash.
 func TestClusterConcurrentProposals(t *testing.T) {
 	const workers, total = 32, 10_000
-	seed := coreSeed(t)
+	seed := testutil.Seed(t)
 	rec := &smRecorder{opens: map[uint64][]uint64{}, recovers: map[uint64]int{}}
 	c := testcluster.New(t, 3, testcluster.Options{WrapStateMachine: rec.wrap})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -2,7 +2,9 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/keel-db/keel/engine"
 	"github.com/keel-db/keel/sm"
@@ -18,6 +20,13 @@ import (
 // they read the local replica without contacting the leader.
 //
 // Every method needs a context with a deadline: Dragonboat requires one.
+//
+// A request that Dragonboat drops before it enters the Raft log
+// (ErrShardNotReady: no leader known yet, or one is being elected;
+// ErrSystemBusy: the proposal queue is full) is retried with a short backoff
+// until the context's deadline: such a request was never applied, so
+// retrying cannot apply it twice. Any other error, ErrTimeout included
+// (the proposal may have been applied), is returned at once.
 type Client struct {
 	nh      *dragonboat.NodeHost
 	shardID uint64
@@ -36,11 +45,38 @@ func (c *Client) ShardID() uint64 { return c.shardID }
 // Dragonboat errors (timeouts, shard not ready, ...) are returned as they
 // are so callers can match them with errors.Is.
 func (c *Client) Propose(ctx context.Context, cmd []byte) (sm.Outcome, error) {
-	res, err := c.nh.SyncPropose(ctx, c.session, cmd)
+	var res statemachine.Result
+	err := retryDropped(ctx, func() error {
+		var err error
+		res, err = c.nh.SyncPropose(ctx, c.session, cmd)
+		return err
+	})
 	if err != nil {
 		return sm.Outcome{}, err
 	}
 	return sm.DecodeResult(res), nil
+}
+
+// retryDropped runs op until it succeeds, fails with an error other than a
+// drop, or ctx ends; then it returns op's last error.
+func retryDropped(ctx context.Context, op func() error) error {
+	backoff := 2 * time.Millisecond
+	for {
+		err := op()
+		if !errors.Is(err, dragonboat.ErrShardNotReady) && !errors.Is(err, dragonboat.ErrSystemBusy) {
+			return err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		if backoff < 100*time.Millisecond {
+			backoff *= 2
+		}
+	}
 }
 
 func (c *Client) write(ctx context.Context, cmd []byte, err error) error {
@@ -117,7 +153,13 @@ func (c *Client) read(ctx context.Context, q interface{}, stale bool) (interface
 	if stale {
 		return c.nh.StaleRead(c.shardID, q)
 	}
-	return c.nh.SyncRead(ctx, c.shardID, q)
+	var v interface{}
+	err := retryDropped(ctx, func() error {
+		var err error
+		v, err = c.nh.SyncRead(ctx, c.shardID, q)
+		return err
+	})
+	return v, err
 }
 
 func typed[T any](v interface{}, err error) (T, error) {

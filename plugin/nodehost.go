@@ -12,9 +12,10 @@ import (
 // preallocated: an empty NodeHost already holds about 148 MB of disk and each
 // shard keeps about 740 MB allocated after log compaction (DESIGN.md §4).
 // Keel hosts one or a few Raft shards per NodeHost, so Keel uses the tiny
-// config (4 MiB write buffers) on a single LogDB shard: the log's disk use
-// then follows compaction down to a few MiB, and memory stays far below
-// Keel's 200 MiB per-replica budget. Hosts running hundreds of shards on one
+// config with 2 MiB write buffers on a single LogDB shard: the preallocated
+// WAL files stay small, the log's disk use follows compaction down to a few
+// MiB (the bound is derived in logcompact's documentation), and memory
+// stays far below Keel's 200 MiB per-replica budget. Hosts running hundreds of shards on one
 // NodeHost should raise Shards.
 func LogDBConfig() config.LogDBConfig {
 	c := config.GetTinyMemLogDBConfig()

@@ -6,27 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"testing"
-	"time"
-)
 
-// testSeed returns the seed for a randomized test: KEEL_TEST_SEED when set,
-// otherwise the clock. It is always logged so a failure can be replayed.
-func testSeed(t testing.TB) uint64 {
-	t.Helper()
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("KEEL_TEST_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("KEEL_TEST_SEED=%q: %v", s, err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (replay with KEEL_TEST_SEED=%d)", seed, seed)
-	return seed
-}
+	"github.com/keel-db/keel/internal/testutil"
+)
 
 // sameCommand compares two commands field by field, treating nil and empty
 // byte strings alike (the codec does not distinguish them) and ignoring a
@@ -219,7 +202,7 @@ func randCommand(r *rand.Rand) Command {
 }
 
 func TestCodecRoundTripRandom(t *testing.T) {
-	r := rand.New(rand.NewPCG(testSeed(t), 1))
+	r := rand.New(rand.NewPCG(testutil.Seed(t), 1))
 	n := 5000
 	if testing.Short() {
 		n = 500

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/keel-db/keel/engine"
+	"github.com/keel-db/keel/internal/testutil"
 	"github.com/lni/dragonboat/v4/statemachine"
 )
 
@@ -203,7 +204,7 @@ func applySplit(t *testing.T, s *StateMachine, cmds [][]byte, r *rand.Rand, maxB
 }
 
 func TestDeterministicApply(t *testing.T) {
-	seed := testSeed(t)
+	seed := testutil.Seed(t)
 	r := rand.New(rand.NewPCG(seed, 2))
 	n := 1500
 	if testing.Short() {
