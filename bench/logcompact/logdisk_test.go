@@ -13,6 +13,10 @@ import (
 
 	"github.com/keel-db/keel/internal/testcluster"
 	"github.com/keel-db/keel/logcompact"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
 )
 
 // sample is one point of a series.
@@ -57,6 +61,36 @@ func BenchmarkLogDisk(b *testing.B) {
 	if err := os.WriteFile(out, data, 0o644); err != nil {
 		b.Fatal(err)
 	}
+	if err := drawLogDisk(results, filepath.Join("..", "results", "logcompact.png")); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// drawLogDisk charts the Raft log's allocated MiB against writes done, one
+// line per mode.
+func drawLogDisk(results map[string]series, out string) error {
+	p := plot.New()
+	p.Title.Text = "Raft log allocated bytes per replica (max over replicas)"
+	p.X.Label.Text = "writes"
+	p.Y.Label.Text = "MiB"
+	var args []interface{}
+	for _, mode := range []string{"compaction=on", "compaction=off"} {
+		s, ok := results[mode]
+		if !ok {
+			continue
+		}
+		xy := make(plotter.XYs, len(s.Samples))
+		for i, sm := range s.Samples {
+			xy[i].X, xy[i].Y = float64(sm.Writes), float64(sm.Bytes)/(1<<20)
+		}
+		args = append(args, mode, xy)
+	}
+	if err := plotutil.AddLines(p, args...); err != nil {
+		return err
+	}
+	p.Y.Min = 0
+	p.Legend.Top = true
+	return p.Save(10*vg.Inch, 5*vg.Inch, out)
 }
 
 func runLogDisk(b *testing.B, mode string, on bool) {

@@ -1,0 +1,45 @@
+// Command cluster is Keel's cluster benchmark: it starts three keeld
+// processes on 127.0.0.1, drives them over HTTP and writes what it measured
+// as JSON and PNG charts. `make bench` and `make bench-quick` run it; by
+// hand:
+//
+//	go run ./bench/cluster -out bench/results            # full run
+//	go run ./bench/cluster -quick -out bench/results/quick
+//	go run ./bench/cluster -replot bench/results/cluster.json   # charts only
+//
+// -quick shrinks every phase and starts keeld with --log-keep-entries 2000,
+// so a stopped follower falls behind the compacted log after a few
+// thousand writes.
+//
+// # Phases
+//
+// limits (the machine: fdatasync'd 4 KiB appends/s, sequential write MiB/s,
+// hard links/s, all on the filesystem holding the replicas), write (N puts
+// of 16-byte keys and 256-byte values with K concurrent clients, once per
+// K, each on a fresh cluster), snapshot-under-load (a stopped follower,
+// left behind the leader's compacted log, restarts while K clients write;
+// latency is compared with the write phase at the same K), catch-up (the
+// same with an idle leader: time and bytes to install the state), restart
+// (stop all three, start them, time to the first linearizable GET, at a
+// small and a large state), and a sampler that records each replica's
+// allocated bytes under DIR/raft and DIR/sm and its resident memory every
+// half second throughout. Under DIR/raft, Dragonboat's snapshot-part-*
+// directories (a received snapshot stream, staged before install) are
+// counted apart from the Raft log.
+//
+// # Output
+//
+// <out>/cluster.json holds every phase (see report.go for the schema),
+// targets with pass/miss (never asserted: the exit status says only whether
+// the harness worked), and the host. <out>/*.png are the charts.
+//
+// # Processes and cleanup
+//
+// keeld is built once (or taken from -keeld). Every process is started with
+// Pdeathsig SIGKILL and tracked by the fleet; on return, error or SIGINT the
+// fleet kills what is left and removes the temporary directories. Every
+// loop is bounded in count and in time.
+//
+// Linux only: CPU time, peak RSS and allocated blocks come from /proc and
+// stat(2).
+package main

@@ -1,0 +1,120 @@
+//go:build linux
+
+package main
+
+import (
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// limitsResult is what the machine can do on the replicas' filesystem.
+type limitsResult struct {
+	Dir                 string  `json:"dir"`
+	FdatasyncAppendsSec float64 `json:"fdatasync_4k_appends_per_sec"`
+	SeqWriteMiBSec      float64 `json:"seq_write_mib_per_sec"`
+	SeqWriteBytes       int64   `json:"seq_write_bytes"`
+	HardLinksSec        float64 `json:"hard_links_per_sec"`
+}
+
+// measureLimits runs the three probes in dir, each bounded by d (and by a
+// count), and removes what it wrote.
+func measureLimits(dir string, d time.Duration, seqBytes int64) (limitsResult, error) {
+	res := limitsResult{Dir: dir}
+	work := filepath.Join(dir, "limits")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(work)
+	var err error
+	if res.FdatasyncAppendsSec, err = fdatasyncAppends(filepath.Join(work, "append"), d, 100_000); err != nil {
+		return res, fmt.Errorf("fdatasync appends: %w", err)
+	}
+	if res.SeqWriteMiBSec, res.SeqWriteBytes, err = seqWrite(filepath.Join(work, "seq"), d, seqBytes); err != nil {
+		return res, fmt.Errorf("sequential write: %w", err)
+	}
+	if res.HardLinksSec, err = hardLinks(work, d, 200_000); err != nil {
+		return res, fmt.Errorf("hard links: %w", err)
+	}
+	return res, nil
+}
+
+// fdatasyncAppends appends 4 KiB blocks, each followed by fdatasync, as a
+// write-ahead log does: the ceiling on durable commits per second for one
+// writer that does not batch.
+func fdatasyncAppends(path string, d time.Duration, maxOps int) (float64, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	_, _ = rand.Read(buf)
+	start := time.Now()
+	n := 0
+	for ; n < maxOps && time.Since(start) < d; n++ {
+		if _, err := f.Write(buf); err != nil {
+			return 0, err
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			return 0, err
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// seqWrite writes up to size bytes in 1 MiB blocks of random data and
+// fsyncs; the fsync is inside the timing, so the figure is what reaches
+// the disk, not the page cache.
+func seqWrite(path string, d time.Duration, size int64) (float64, int64, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	_, _ = rand.Read(buf)
+	start := time.Now()
+	var written int64
+	for written < size && time.Since(start) < d {
+		n, err := f.Write(buf)
+		if err != nil {
+			return 0, 0, err
+		}
+		written += int64(n)
+	}
+	if err := f.Sync(); err != nil {
+		return 0, 0, err
+	}
+	return float64(written) / (1 << 20) / time.Since(start).Seconds(), written, nil
+}
+
+// linksPerSource stays below ext4's 65,000 links per inode.
+const linksPerSource = 10_000
+
+// hardLinks creates hard links, as a checkpoint does for each sstable.
+// Each source file takes at most linksPerSource links.
+func hardLinks(dir string, d time.Duration, maxOps int) (float64, error) {
+	ldir := filepath.Join(dir, "links")
+	if err := os.MkdirAll(ldir, 0o755); err != nil {
+		return 0, err
+	}
+	var src string
+	start := time.Now()
+	n := 0
+	for ; n < maxOps && time.Since(start) < d; n++ {
+		if n%linksPerSource == 0 {
+			src = filepath.Join(dir, fmt.Sprintf("link-src-%d", n/linksPerSource))
+			if err := os.WriteFile(src, []byte("x"), 0o644); err != nil {
+				return 0, err
+			}
+		}
+		if err := os.Link(src, filepath.Join(ldir, fmt.Sprintf("l%07d", n))); err != nil {
+			return 0, err
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}

@@ -1,0 +1,213 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Histogram range: 1 µs to 60 s at 3 significant digits.
+const (
+	histMin = 1
+	histMax = 60_000_000
+)
+
+// maxAttempts bounds retries of one put (503 while a leader is elected,
+// a connection reset while a replica restarts).
+const maxAttempts = 20
+
+// load is one run of K concurrent writers. It stops after N puts, after
+// Limit, or when Stop is closed, whichever comes first.
+type load struct {
+	K         int
+	N         int64         // puts to issue
+	Limit     time.Duration // wall-clock bound
+	Prefix    byte          // first byte of every key; runs use distinct prefixes
+	ValueSize int
+	Stop      <-chan struct{} // optional
+}
+
+// loadResult is what a load measured. Latency is from a put's first
+// attempt to its success.
+type loadResult struct {
+	Ops    int64 `json:"ops"`
+	Errors int64 `json:"errors"`
+	Failed int64 `json:"failed"` // puts that used up maxAttempts
+	// ErrorKinds counts failed attempts by HTTP status ("503") or
+	// "transport" (no answer: connection refused or reset, timeout).
+	ErrorKinds map[string]int64 `json:"error_kinds,omitempty"`
+	Seconds    float64          `json:"seconds"`
+	OpsPerSec  float64          `json:"ops_per_sec"`
+	MBPerSec   float64          `json:"user_mb_per_sec"`
+	Latency    latency          `json:"latency_ms"`
+
+	hist *hdrhistogram.Histogram
+}
+
+// latency holds percentiles in milliseconds.
+type latency struct {
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p99_9"`
+	Max  float64 `json:"max"`
+	Mean float64 `json:"mean"`
+}
+
+func latencyOf(h *hdrhistogram.Histogram) latency {
+	ms := func(us int64) float64 { return float64(us) / 1000 }
+	return latency{
+		P50: ms(h.ValueAtQuantile(50)), P90: ms(h.ValueAtQuantile(90)),
+		P99: ms(h.ValueAtQuantile(99)), P999: ms(h.ValueAtQuantile(99.9)),
+		Max: ms(h.Max()), Mean: h.Mean() / 1000,
+	}
+}
+
+// key is the i-th 16-byte key of a run: the prefix byte and 15 digits.
+func key(prefix byte, i int64) string { return fmt.Sprintf("%c%015d", prefix, i) }
+
+// run drives target with l's writers. Values are random bytes, fresh for
+// every put, so Pebble cannot compress them away.
+func (l load) run(ctx context.Context, hc *http.Client, target *replica) loadResult {
+	var next, errs, failed atomic.Int64
+	hists := make([]*hdrhistogram.Histogram, l.K)
+	kinds := make([]map[string]int64, l.K)
+	deadline := time.Now().Add(l.Limit)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < l.K; w++ {
+		hists[w] = hdrhistogram.New(histMin, histMax, 3)
+		kinds[w] = map[string]int64{}
+		wg.Add(1)
+		go func(h *hdrhistogram.Histogram, kind map[string]int64, seed uint64) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
+			val := make([]byte, l.ValueSize)
+			for {
+				i := next.Add(1) - 1
+				if i >= l.N || time.Now().After(deadline) || ctx.Err() != nil || closed(l.Stop) {
+					return
+				}
+				for j := 0; j+8 <= len(val); j += 8 {
+					v := rng.Uint64()
+					for b := 0; b < 8; b++ {
+						val[j+b] = byte(v >> (8 * b))
+					}
+				}
+				t0 := time.Now()
+				ok := false
+				for a := 0; a < maxAttempts && !ok && ctx.Err() == nil && time.Now().Before(deadline); a++ {
+					if a > 0 {
+						sleep(ctx, time.Duration(a)*20*time.Millisecond)
+					}
+					code, err := put(ctx, hc, target, key(l.Prefix, i), val)
+					ok = err == nil
+					if !ok {
+						errs.Add(1)
+						if code == 0 {
+							kind["transport"]++
+						} else {
+							kind[fmt.Sprint(code)]++
+						}
+					}
+				}
+				if !ok {
+					failed.Add(1)
+					continue
+				}
+				us := time.Since(t0).Microseconds()
+				_ = h.RecordValue(min(max(us, histMin), histMax))
+			}
+		}(hists[w], kinds[w], uint64(w)+uint64(l.Prefix)<<32)
+	}
+	wg.Wait()
+	el := time.Since(start)
+	h := hdrhistogram.New(histMin, histMax, 3)
+	for _, x := range hists {
+		h.Merge(x)
+	}
+	res := loadResult{Ops: h.TotalCount(), Errors: errs.Load(), Failed: failed.Load(),
+		Seconds: el.Seconds(), Latency: latencyOf(h), hist: h}
+	for _, m := range kinds {
+		for k, v := range m {
+			if res.ErrorKinds == nil {
+				res.ErrorKinds = map[string]int64{}
+			}
+			res.ErrorKinds[k] += v
+		}
+	}
+	if el > 0 {
+		res.OpsPerSec = float64(res.Ops) / el.Seconds()
+		res.MBPerSec = res.OpsPerSec * float64(l.ValueSize+16) / 1e6
+	}
+	return res
+}
+
+// put writes one key; nil only on 204. The status is 0 when there was no
+// answer.
+func put(ctx context.Context, hc *http.Client, r *replica, k string, v []byte) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, r.url("/kv/"+k), bytes.NewReader(v))
+	if err != nil {
+		return 0, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	// Drain so the connection goes back to the idle pool.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return resp.StatusCode, fmt.Errorf("%w: PUT %d", errHTTP, resp.StatusCode)
+	}
+	return resp.StatusCode, nil
+}
+
+// get does a linearizable read of k; nil on 200 or 404 (both are answers).
+func get(ctx context.Context, hc *http.Client, r *replica, k string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.url("/kv/"+k), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 2<<20))
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotFound {
+		return fmt.Errorf("%w: GET %d", errHTTP, resp.StatusCode)
+	}
+	return nil
+}
+
+func closed(c <-chan struct{}) bool {
+	if c == nil {
+		return false
+	}
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
