@@ -127,12 +127,15 @@ func check(t target) (checkReport, error) {
 		problem("applied index %d is ahead of the Raft log's last index %d: the state holds entries the log never recorded",
 			rep.AppliedIndex, info.LastIndex)
 	}
-	if rep.AppliedIndex < info.SnapshotIndex {
-		problem("applied index %d is below the last snapshot index %d: the log was compacted past state that was never made durable",
-			rep.AppliedIndex, info.SnapshotIndex)
-	}
-	if info.FirstIndex > 0 && info.FirstIndex > rep.AppliedIndex+1 && rep.AppliedIndex < info.SnapshotIndex {
-		problem("entries %d..%d are gone from the log and not in the state", rep.AppliedIndex+1, info.FirstIndex-1)
+	// Dragonboat compacts the log only behind a snapshot whose OnDiskIndex
+	// the state machine had synced; applied state below it was lost, and
+	// Dragonboat refuses to restart such a replica.
+	if rep.AppliedIndex < info.SnapshotOnDiskIndex {
+		problem("applied index %d is below the last snapshot's state machine index %d: the log was compacted past state that was never made durable",
+			rep.AppliedIndex, info.SnapshotOnDiskIndex)
+		if info.FirstIndex > rep.AppliedIndex+1 {
+			problem("entries %d..%d are gone from the log and not in the state", rep.AppliedIndex+1, info.FirstIndex-1)
+		}
 	}
 	return finish(rep), nil
 }

@@ -43,6 +43,12 @@ type RaftLogInfo struct {
 	LastIndex  uint64 `json:"last_index"`
 	// SnapshotIndex is the index of the last snapshot Dragonboat recorded.
 	SnapshotIndex uint64 `json:"snapshot_index"`
+	// SnapshotOnDiskIndex is that snapshot's OnDiskIndex: the last index
+	// Dragonboat had handed to the state machine's Update when it took it.
+	// It can be below SnapshotIndex, because membership changes and a new
+	// leader's empty entry never reach Update. On restart Dragonboat refuses
+	// a state machine whose applied index is below it.
+	SnapshotOnDiskIndex uint64 `json:"snapshot_on_disk_index"`
 	// AllocatedBytes is what the NodeHost directory occupies on disk
 	// (allocated blocks, as du reports), log and metadata together.
 	AllocatedBytes int64 `json:"allocated_bytes"`
@@ -133,7 +139,7 @@ func readOneLogDB(dir string, shardID, replicaID uint64, info *RaftLogInfo) erro
 	for ok := it.Last(); ok; ok = false {
 		var ss pb.Snapshot
 		if err := ss.Unmarshal(it.Value()); err == nil && ss.Index > info.SnapshotIndex {
-			info.SnapshotIndex = ss.Index
+			info.SnapshotIndex, info.SnapshotOnDiskIndex = ss.Index, ss.OnDiskIndex
 		}
 	}
 	if err := it.Close(); err != nil {

@@ -40,6 +40,12 @@ type config struct {
 	SMPlugin string
 	// ExportDir is where POST /admin/export writes exported snapshots.
 	ExportDir string
+	// LogKeepEntries is the Raft log window the compactor keeps (0: Keel's
+	// default, logcompact.DefaultKeepEntries). A follower further behind
+	// catches up by a snapshot stream.
+	LogKeepEntries uint64
+	// Security holds TLS, token and connection-limit settings (security.go).
+	Security securityConfig
 }
 
 // Defaults for a single-replica cluster on loopback.
@@ -75,6 +81,8 @@ func newFlagSet(c *config, members, logLevel *string) *flag.FlagSet {
 	fs.BoolVar(&c.LogCompaction, "log-compaction", true, "compact the Raft log behind snapshots and reclaim its disk space")
 	fs.StringVar(&c.SMPlugin, "sm-plugin", "", "load the state machine from this Keel storage plugin (.so) instead of the linked-in one")
 	fs.StringVar(&c.ExportDir, "export-dir", "", "directory POST /admin/export writes to (default <data-dir>/exports)")
+	fs.Uint64Var(&c.LogKeepEntries, "log-keep-entries", 0, "Raft entries the log compactor keeps behind the last snapshot (0: Keel's default, 50000); followers further behind get a snapshot")
+	addSecurityFlags(fs, &c.Security)
 	return fs
 }
 
@@ -119,6 +127,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.ExportDir == "" {
 		c.ExportDir = filepath.Join(c.DataDir, "exports")
+	}
+	if err := c.Security.check(); err != nil {
+		return c, err
 	}
 	if c.ShardID == 0 {
 		return c, fmt.Errorf("%w: --shard-id must be above 0", errUsage)

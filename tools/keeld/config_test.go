@@ -22,6 +22,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 		DataDir: "keel-data", HTTPAddr: "127.0.0.1:8080", RaftAddr: "127.0.0.1:63001",
 		ShardID: 1, ReplicaID: 1, Members: map[uint64]string{1: "127.0.0.1:63001"}, LogLevel: slog.LevelWarn,
 		SnapshotInterval: time.Minute, LogCompaction: true, ExportDir: "keel-data/exports",
+		Security: securityConfig{MaxConns: defaultMaxConns},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)

@@ -42,8 +42,21 @@
 // malformed request, 404, 405, 413 for a body or value over the limit, 409
 // when Dragonboat rejects a membership change or snapshot, and 503 (with
 // Retry-After) whenever the shard cannot serve right now: no leader, not
-// ready, busy, or the request's 5 s deadline passed. Admin endpoints are
-// unauthenticated: keeld listens on loopback unless told otherwise.
+// ready, busy, or the request's 5 s deadline passed; 401 without the
+// token when one is configured.
+//
+// # Security
+//
+// keeld listens on loopback unless told otherwise, and by default nothing
+// is authenticated. --token or --token-file makes every endpoint require
+// "Authorization: Bearer <token>" (401 otherwise, checked before anything
+// is read or changed; compared in constant time). --http-tls-cert and
+// --http-tls-key serve the API over TLS; --raft-tls-ca, --raft-tls-cert
+// and --raft-tls-key turn on Dragonboat's mutual TLS between replicas, so
+// a peer without a certificate from that CA cannot take part. Slow
+// clients are bounded by the server's header, read and write timeouts,
+// 64 KiB of headers, and --max-conns open connections (default 1024;
+// more wait in the accept queue). See security.go.
 //
 // # Concurrency
 //

@@ -14,4 +14,7 @@ var (
 	errTooLarge = errors.New("request too large")
 	// errNotFound is returned for a missing key or an unknown path (404).
 	errNotFound = errors.New("not found")
+	// errUnauthorized is returned for a request without the configured
+	// bearer token (401); nothing was read or changed.
+	errUnauthorized = errors.New("unauthorized")
 )

@@ -159,7 +159,11 @@ func FuzzHTTP(f *testing.F) {
 		if !fuzzAllowed[resp.StatusCode] {
 			t.Fatalf("%s %q body %q: status %d: %s", method, target, body, resp.StatusCode, b)
 		}
-		if resp.StatusCode >= 400 && method != http.MethodHead {
+		// net/http refuses a request it cannot parse (say, a space in the
+		// request target) before keeld's handler runs, with a plain-text
+		// "400 Bad Request"; everything keeld answers itself is JSON.
+		netHTTP400 := resp.StatusCode == http.StatusBadRequest && strings.HasPrefix(string(b), "400 Bad Request")
+		if resp.StatusCode >= 400 && method != http.MethodHead && !netHTTP400 {
 			var eb errorBody
 			if err := json.Unmarshal(b, &eb); err != nil || eb.Error == "" {
 				t.Fatalf("%s %q: status %d with a body that is not a JSON error: %q", method, target, resp.StatusCode, b)

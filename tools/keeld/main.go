@@ -73,7 +73,9 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	if err != nil {
 		return err
 	}
-	nh, err := dragonboat.NewNodeHost(plugin.NodeHostConfig(cfg.RaftDir(), cfg.RaftAddr))
+	nhc := plugin.NodeHostConfig(cfg.RaftDir(), cfg.RaftAddr)
+	cfg.Security.applyRaftTLS(&nhc)
+	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
 		hint := ""
 		// Dragonboat's sentinel is internal; its text is stable.
@@ -96,8 +98,14 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	defer svc.stop()
 
 	srv := newServer(nh, factory, svc, cfg, logger)
+	// Connection cap and TLS wrap the listener; the token check runs before
+	// any handler, so a refused request reads and changes nothing.
+	hln, err := cfg.Security.httpListener(ln)
+	if err != nil {
+		return err
+	}
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           requireToken(cfg.Security.Token, srv),
 		ReadHeaderTimeout: 5 * time.Second,
 		// Bodies are at most maxBodyBytes; 30 s covers a slow client.
 		ReadTimeout: 30 * time.Second,
@@ -109,9 +117,13 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	fmt.Fprintf(banner, "keeld: shard %d replica %d serving http://%s (raft %s, data %s)\n",
-		cfg.ShardID, cfg.ReplicaID, ln.Addr(), cfg.RaftAddr, cfg.DataDir)
+	go func() { errc <- hs.Serve(hln) }()
+	scheme := "http"
+	if cfg.Security.HTTPTLSCert != "" {
+		scheme = "https"
+	}
+	fmt.Fprintf(banner, "keeld: shard %d replica %d serving %s://%s (raft %s, data %s)\n",
+		cfg.ShardID, cfg.ReplicaID, scheme, ln.Addr(), cfg.RaftAddr, cfg.DataDir)
 
 	select {
 	case err := <-errc:

@@ -44,6 +44,12 @@ func startServices(nh *dragonboat.NodeHost, f *plugin.Factory, cfg config, logge
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &services{cancel: cancel}
 	if cfg.LogCompaction {
+		policy := logcompact.DefaultPolicy()
+		if cfg.LogKeepEntries > 0 {
+			// A short window (tests, chaos runs) compacts in small steps.
+			policy.KeepEntries = cfg.LogKeepEntries
+			policy.TriggerEntries = max(1, cfg.LogKeepEntries/2)
+		}
 		comp, err := logcompact.New(logcompact.Config{
 			NodeHost:  nh,
 			ShardID:   cfg.ShardID,
@@ -51,6 +57,7 @@ func startServices(nh *dragonboat.NodeHost, f *plugin.Factory, cfg config, logge
 			Dirs:      []string{cfg.RaftDir()},
 			Floor:     m,
 			Logger:    logger,
+			Policy:    policy,
 		})
 		if err != nil {
 			cancel()
