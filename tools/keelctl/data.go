@@ -18,11 +18,7 @@ func newGetCmd(g *globals) *cobra.Command {
 		Short: "Print one key's value from the replica's state (exit 1 when absent)",
 		Args:  args("DIR", "KEY"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			t, err := g.resolve(a[0])
-			if err != nil {
-				return err
-			}
-			e, err := t.openEngine()
+			_, e, err := g.openReplica(a[0])
 			if err != nil {
 				return err
 			}
@@ -60,11 +56,7 @@ func newScanCmd(g *globals) *cobra.Command {
 			if prefix != "" && (start != "" || end != "") {
 				return fmt.Errorf("%w: use --prefix or --start/--end, not both", errUsage)
 			}
-			t, err := g.resolve(a[0])
-			if err != nil {
-				return err
-			}
-			e, err := t.openEngine()
+			_, e, err := g.openReplica(a[0])
 			if err != nil {
 				return err
 			}
@@ -132,11 +124,7 @@ func newHashCmd(g *globals) *cobra.Command {
 		Short: "Print the StateHash of all user data and the applied index it belongs to",
 		Args:  args("DIR"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			t, err := g.resolve(a[0])
-			if err != nil {
-				return err
-			}
-			e, err := t.openEngine()
+			_, e, err := g.openReplica(a[0])
 			if err != nil {
 				return err
 			}

@@ -115,3 +115,14 @@ func isLockErr(err error) bool {
 		strings.Contains(err.Error(), "resource temporarily unavailable") ||
 		strings.Contains(err.Error(), "lock held")
 }
+
+// openReplica resolves dir and opens its replica's image read-only; the
+// caller closes the engine.
+func (g *globals) openReplica(dir string) (target, *engine.Engine, error) {
+	t, err := g.resolve(dir)
+	if err != nil {
+		return t, nil, err
+	}
+	e, err := t.openEngine()
+	return t, e, err
+}
