@@ -1,37 +1,18 @@
 package plugin
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/keel-db/keel/internal/testutil"
 	"github.com/lni/dragonboat/v4/logger"
 )
 
-// lockedBuffer is a bytes.Buffer safe for slog handlers used concurrently.
-type lockedBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestUseSlogFilters(t *testing.T) {
-	var buf lockedBuffer
+	var buf testutil.LockedBuffer
 	UseSlog(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), slog.LevelWarn)
 	lg := logger.GetLogger("keeltest-a")
 	lg.Debugf("debug %d", 1)
@@ -60,7 +41,7 @@ func TestUseSlogFilters(t *testing.T) {
 
 	// A second UseSlog does not panic (Dragonboat's factory can only be
 	// set once) and redirects loggers created before it.
-	var buf2 lockedBuffer
+	var buf2 testutil.LockedBuffer
 	UseSlog(slog.New(slog.NewTextHandler(&buf2, &slog.HandlerOptions{Level: slog.LevelDebug})), slog.LevelDebug)
 	lg.Errorf("error %d", 3)
 	lb := logger.GetLogger("keeltest-b")
@@ -72,7 +53,7 @@ func TestUseSlogFilters(t *testing.T) {
 		t.Fatalf("old logger still receives records")
 	}
 	// The slog handler's own level still applies.
-	var buf3 lockedBuffer
+	var buf3 testutil.LockedBuffer
 	UseSlog(slog.New(slog.NewTextHandler(&buf3, &slog.HandlerOptions{Level: slog.LevelError})), slog.LevelDebug)
 	lb.Warningf("warning %d", 4)
 	if buf3.String() != "" {

@@ -5,8 +5,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
+
+	"github.com/keel-db/keel/internal/testutil"
 )
 
 // Binaries built once by TestMain.
@@ -21,7 +22,7 @@ func TestMain(m *testing.M) {
 	keeldBin = filepath.Join(dir, "keeld")
 	keelctlBin = filepath.Join(dir, "keelctl")
 	for bin, pkg := range map[string]string{keeldBin: "github.com/keel-db/keel/tools/keeld", keelctlBin: "github.com/keel-db/keel/tools/keelctl"} {
-		out, err := exec.Command(goTool(), "build", "-o", bin, pkg).CombinedOutput()
+		out, err := exec.Command(testutil.GoTool(), "build", "-o", bin, pkg).CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, out)
 			os.RemoveAll(dir)
@@ -31,11 +32,4 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }

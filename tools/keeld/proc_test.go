@@ -16,12 +16,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keel-db/keel/internal/testutil"
 )
 
 // keeldBin is the binary built by TestMain.
@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 		args = append(args, "-cover")
 	}
 	args = append(args, ".")
-	out, err := exec.Command(goTool(), args...).CombinedOutput()
+	out, err := exec.Command(testutil.GoTool(), args...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "building keeld: %v\n%s", err, out)
 		os.RemoveAll(dir)
@@ -57,13 +57,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
 // freeAddr returns a 127.0.0.1 address that was free a moment ago. Another
@@ -78,24 +71,6 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// lockedBuffer collects a process's stderr.
-type lockedBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // node is one keeld process and the flags it was started with; restart
 // starts it again with the same flags.
 type node struct {
@@ -107,7 +82,7 @@ type node struct {
 	extra    []string
 
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testutil.LockedBuffer
 	done   chan struct{} // closed when cmd.Wait returned
 	err    error         // cmd.Wait's result, valid after done
 }
@@ -122,7 +97,7 @@ func (n *node) args() []string {
 func (n *node) start() {
 	n.t.Helper()
 	n.cmd = exec.Command(keeldBin, n.args()...)
-	n.stderr = &lockedBuffer{}
+	n.stderr = &testutil.LockedBuffer{}
 	n.cmd.Stdout = n.stderr
 	n.cmd.Stderr = n.stderr
 	if err := n.cmd.Start(); err != nil {
