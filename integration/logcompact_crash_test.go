@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-db/keel/internal/proctest"
 	"github.com/keel-db/keel/internal/testcluster"
 	"github.com/keel-db/keel/logcompact"
 	"github.com/keel-db/keel/plugin"
@@ -145,7 +146,7 @@ func lcHelperMain() error {
 }
 
 type lcChild struct {
-	cmd  *exec.Cmd
+	proc *proctest.Proc
 	http string
 	out  chan string // stdout lines after the ready line
 }
@@ -155,22 +156,22 @@ func lcStartChild(t *testing.T, dir, raftAddr string, killAfter int) *lcChild {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLogCompactHelperProcess$", "-test.v=false")
 	cmd.Env = append(os.Environ(), lcHelperEnv+"=1", lcHelperDir+"="+dir, lcHelperRaft+"="+raftAddr,
 		fmt.Sprintf("%s=%d", lcHelperKillAt, killAfter))
-	cmd.Stderr = io.Discard
 	if testing.Verbose() && os.Getenv("KEEL_TEST_LOG") != "" {
 		cmd.Stderr = os.Stderr
 	}
-	stdout, err := cmd.StdoutPipe()
+	// Lines reach the scanner through a pipe that is closed once the child
+	// was reaped, which is after every byte it wrote was copied.
+	pr, pw := io.Pipe()
+	cmd.Stdout = pw
+	p, err := proctest.Start(t, "helper", cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	sc := bufio.NewScanner(stdout)
+	go func() { <-p.Done(); pw.Close() }()
 	ready := make(chan string, 1)
 	out := make(chan string, 16)
 	go func() {
+		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			line := sc.Text()
 			if a, ok := strings.CutPrefix(line, lcHelperReadyOK); ok {
@@ -186,7 +187,10 @@ func lcStartChild(t *testing.T, dir, raftAddr string, killAfter int) *lcChild {
 	}()
 	select {
 	case a := <-ready:
-		return &lcChild{cmd: cmd, http: "http://" + a, out: out}
+		return &lcChild{proc: p, http: "http://" + a, out: out}
+	case <-p.Done():
+		_, err := p.Exited()
+		t.Fatalf("helper process exited before it was ready: %v", err)
 	case <-time.After(60 * time.Second):
 		t.Fatal("helper process did not become ready")
 	}
@@ -207,16 +211,8 @@ func (c *lcChild) put(k, v string) error {
 }
 
 func (c *lcChild) get(k string) (string, error) {
-	resp, err := http.Get(c.http + "/get?k=" + url.QueryEscape(k))
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("get %s: %s: %s", k, resp.Status, b)
-	}
-	return string(b), nil
+	b, err := proctest.Get(http.DefaultClient, c.http+"/get?k="+url.QueryEscape(k))
+	return string(b), err
 }
 
 // TestLogCompactCrashAfterCompaction runs one replica (the only copy of
@@ -228,7 +224,7 @@ func (c *lcChild) get(k string) (string, error) {
 // had made durable.
 func TestLogCompactCrashAfterCompaction(t *testing.T) {
 	dir := t.TempDir()
-	addr := testcluster.FreeAddrs(t, 1)[0]
+	addr := proctest.FreeAddrs(t, 1)[0]
 	child := lcStartChild(t, dir, addr, 5)
 
 	var mu sync.Mutex // guards acked
@@ -249,17 +245,12 @@ func TestLogCompactCrashAfterCompaction(t *testing.T) {
 			}
 		}()
 	}
-	done := make(chan error, 1)
-	go func() { done <- child.cmd.Wait() }()
-	var werr error
-	select {
-	case werr = <-done:
-	case <-time.After(2 * time.Minute):
+	werr := child.proc.Wait(2 * time.Minute)
+	if errors.Is(werr, proctest.ErrTimeout) {
 		t.Fatal("helper was not killed after 5 compactions")
 	}
 	wg.Wait()
-	var ee *exec.ExitError
-	if !errors.As(werr, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+	if sig, ok := proctest.ExitSignal(werr); !ok || sig != syscall.SIGKILL {
 		t.Fatalf("helper exited with %v, want SIGKILL after a compaction", werr)
 	}
 	for line := range child.out {

@@ -216,10 +216,7 @@ func TestChaos(t *testing.T) {
 	monCancel()
 	monWG.Wait()
 	for _, r := range c.replicas {
-		r.mu.Lock()
-		crashes := append([]string(nil), r.crashes...)
-		r.mu.Unlock()
-		for _, msg := range crashes {
+		for _, msg := range r.crashes() {
 			problem("%s (see replica-%d.log in %s)", msg, r.id, outDir)
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/keel-db/keel/internal/proctest"
 )
 
 // Fault kinds, the keys of the summary's faults map.
@@ -150,17 +152,10 @@ func (n *nemesis) restart(r *replica) error {
 	if err := r.start(); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if dead, err := r.exited(); dead {
-			return fmt.Errorf("replica %d exited during restart: %v", r.id, err)
-		}
-		if _, err := r.status(); err == nil {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
+	if err := proctest.WaitJSON[map[string]any](r.current(), statusClient, r.url("/status"), 60*time.Second, nil); err != nil {
+		return fmt.Errorf("replica %d: restart: %w", r.id, err)
 	}
-	return fmt.Errorf("replica %d: no /status within 60s of restart", r.id)
+	return nil
 }
 
 func (n *nemesis) killRestart(ctx context.Context, r *replica, kind string) error {

@@ -1,10 +1,10 @@
 package chaos
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keel-db/keel/internal/proctest"
 )
 
 // procState is a replica process's state as the nemesis left it.
@@ -27,6 +29,7 @@ const (
 
 // replica is one keeld process, restarted with the same flags after a kill.
 type replica struct {
+	t        *testing.T
 	id       int
 	dataDir  string
 	httpAddr string
@@ -36,19 +39,24 @@ type replica struct {
 
 	// mu guards the fields below; the nemesis changes them, clients and the
 	// monitor read them.
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{} // closed when cmd.Wait returned
-	waitErr error         // valid after done
-	state   procState
-	starts  int
-	// expected is set before the harness signals the process to end, so
-	// an exit without it is a crash, recorded in crashes.
-	expected bool
-	crashes  []string
+	mu    sync.Mutex
+	runs  []*proctest.Proc // every incarnation, the current one last
+	state procState
+	// starts counts start calls, so the monitor can tell incarnations apart.
+	starts int
 }
 
 func (r *replica) url(path string) string { return "http://" + r.httpAddr + path }
+
+// current is the latest incarnation, nil before the first start.
+func (r *replica) current() *proctest.Proc {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.runs) == 0 {
+		return nil
+	}
+	return r.runs[len(r.runs)-1]
+}
 
 // start runs a new incarnation; stderr and stdout append to logPath.
 func (r *replica) start() error {
@@ -61,30 +69,17 @@ func (r *replica) start() error {
 	if err != nil {
 		return err
 	}
+	// The child writes to its own copy of the descriptor.
+	defer lf.Close()
 	r.starts++
 	fmt.Fprintf(lf, "==== start %d at %s: keeld %s\n", r.starts, time.Now().Format(time.RFC3339Nano), strings.Join(r.args, " "))
 	cmd := exec.Command(keeldBin, r.args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
-	// If the test process dies (killed, timed out), its replicas die too.
-	cmd.SysProcAttr = childAttr()
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		return fmt.Errorf("replica %d: %w", r.id, err)
+	p, err := proctest.Start(r.t, fmt.Sprintf("replica %d", r.id), cmd)
+	if err != nil {
+		return err
 	}
-	done := make(chan struct{})
-	r.cmd, r.done, r.state, r.expected = cmd, done, stateUp, false
-	start := r.starts
-	go func() {
-		err := cmd.Wait()
-		lf.Close()
-		r.mu.Lock()
-		r.waitErr = err
-		if !r.expected {
-			r.crashes = append(r.crashes, fmt.Sprintf("replica %d (start %d) exited on its own: %v", r.id, start, err))
-		}
-		r.mu.Unlock()
-		close(done)
-	}()
+	r.runs, r.state = append(r.runs, p), stateUp
 	return nil
 }
 
@@ -92,11 +87,11 @@ func (r *replica) start() error {
 func (r *replica) signal(sig syscall.Signal) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.cmd == nil || r.state == stateDown {
+	if len(r.runs) == 0 || r.state == stateDown {
 		return fmt.Errorf("replica %d: %v while down", r.id, sig)
 	}
-	if err := r.cmd.Process.Signal(sig); err != nil {
-		return fmt.Errorf("replica %d: %v: %w", r.id, sig, err)
+	if err := r.runs[len(r.runs)-1].Signal(sig); err != nil {
+		return err
 	}
 	switch sig {
 	case syscall.SIGSTOP:
@@ -107,51 +102,36 @@ func (r *replica) signal(sig syscall.Signal) error {
 	return nil
 }
 
-// kill SIGKILLs the process (continuing it is not needed: SIGKILL ends a
-// stopped process too) and waits for it to be reaped.
+// kill SIGKILLs the process (a stopped one too) and waits for it to be
+// reaped.
 func (r *replica) kill() error {
-	r.mu.Lock()
-	cmd, done := r.cmd, r.done
-	r.expected = true
-	r.mu.Unlock()
-	if cmd == nil {
+	p := r.current()
+	if p == nil {
 		return nil
 	}
-	_ = cmd.Process.Kill()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("replica %d still running 30s after SIGKILL", r.id)
+	if err := p.Kill(); err != nil {
+		return err
 	}
-	r.mu.Lock()
-	r.state = stateDown
-	r.mu.Unlock()
+	r.setDown()
 	return nil
 }
 
-// stop sends SIGTERM and waits for exit; a graceful stop must exit 0.
+// stop ends the process with SIGTERM; a graceful stop must exit 0 within 60s.
 func (r *replica) stop() error {
-	if err := r.signal(syscall.SIGCONT); err != nil {
-		return err
+	p := r.current()
+	if p == nil || r.getState() == stateDown {
+		return fmt.Errorf("replica %d: stop while down", r.id)
 	}
+	err := p.Stop(60 * time.Second)
+	r.setDown()
+	return err
+}
+
+// setDown records that the current incarnation is gone.
+func (r *replica) setDown() {
 	r.mu.Lock()
-	cmd, done := r.cmd, r.done
-	r.expected = true
-	r.mu.Unlock()
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		_ = r.kill()
-		return fmt.Errorf("replica %d did not exit within 60s of SIGTERM", r.id)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.state = stateDown
-	if r.waitErr != nil {
-		return fmt.Errorf("replica %d: exit after SIGTERM: %v", r.id, r.waitErr)
-	}
-	return nil
+	r.mu.Unlock()
 }
 
 func (r *replica) getState() procState {
@@ -160,27 +140,20 @@ func (r *replica) getState() procState {
 	return r.state
 }
 
-// exited reports whether the current incarnation has ended.
-func (r *replica) exited() (bool, error) {
+// crashes describes every incarnation that exited without the harness
+// asking it to.
+func (r *replica) crashes() []string {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.done == nil {
-		return false, nil
+	runs := append([]*proctest.Proc(nil), r.runs...)
+	r.mu.Unlock()
+	var out []string
+	for i, p := range runs {
+		if p.Crashed() {
+			_, err := p.Exited()
+			out = append(out, fmt.Sprintf("replica %d (start %d) exited on its own: %v", r.id, i+1, err))
+		}
 	}
-	select {
-	case <-r.done:
-		return true, r.waitErr
-	default:
-		return false, nil
-	}
-}
-
-// crashed reports an exit the harness did not cause, with its error.
-func (r *replica) crashed() (bool, error) {
-	dead, err := r.exited()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return dead && !r.expected, err
+	return out
 }
 
 // status is the part of keeld's /status the suite reads; Raw keeps every
@@ -199,50 +172,22 @@ var statusClient = &http.Client{Timeout: 2 * time.Second}
 
 func (r *replica) status() (status, error) {
 	var st status
-	resp, err := statusClient.Get(r.url("/status"))
+	b, err := proctest.Get(statusClient, r.url("/status"))
 	if err != nil {
-		return st, err
+		return st, fmt.Errorf("replica %d: %w", r.id, err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("replica %d: /status %d", r.id, resp.StatusCode)
-	}
-	var raw map[string]any
-	dec := json.NewDecoder(resp.Body)
-	dec.UseNumber()
-	if err := dec.Decode(&raw); err != nil {
-		return st, err
-	}
-	b, _ := json.Marshal(raw)
 	if err := json.Unmarshal(b, &st); err != nil {
 		return st, err
 	}
-	st.Raw = raw
-	return st, nil
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	return st, dec.Decode(&st.Raw)
 }
 
 // cluster is the three replicas.
 type cluster struct {
 	t        *testing.T
 	replicas []*replica
-}
-
-// freeAddrs returns n distinct 127.0.0.1 addresses free a moment ago.
-func freeAddrs(t *testing.T, n int) []string {
-	var ls []net.Listener
-	var out []string
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
-	return out
 }
 
 // newCluster starts three replicas with extra flags and waits until every
@@ -271,24 +216,19 @@ func newCluster(t *testing.T, dataRoot, logDir string, extra []string) *cluster 
 }
 
 func tryCluster(t *testing.T, dataRoot, logDir string, extra []string) (*cluster, error) {
-	addrs := freeAddrs(t, 6)
+	addrs := proctest.FreeAddrs(t, 6)
 	var members []string
 	for i := 0; i < 3; i++ {
 		members = append(members, fmt.Sprintf("%d=%s", i+1, addrs[3+i]))
 	}
 	c := &cluster{t: t}
 	for i := 0; i < 3; i++ {
-		r := &replica{id: i + 1, dataDir: filepath.Join(dataRoot, fmt.Sprintf("replica-%d", i+1)),
+		r := &replica{t: t, id: i + 1, dataDir: filepath.Join(dataRoot, fmt.Sprintf("replica-%d", i+1)),
 			httpAddr: addrs[i], raftAddr: addrs[3+i], logPath: filepath.Join(logDir, fmt.Sprintf("replica-%d.log", i+1))}
 		r.args = append([]string{"--data-dir", r.dataDir, "--http", r.httpAddr, "--raft-addr", r.raftAddr,
 			"--replica-id", fmt.Sprint(r.id), "--members", strings.Join(members, ","), "--log-level", "warn"}, extra...)
 		c.replicas = append(c.replicas, r)
 	}
-	t.Cleanup(func() {
-		for _, r := range c.replicas {
-			_ = r.kill()
-		}
-	})
 	for _, r := range c.replicas {
 		if err := r.start(); err != nil {
 			return c, err
@@ -303,32 +243,25 @@ func tryCluster(t *testing.T, dataRoot, logDir string, extra []string) (*cluster
 	return c, err
 }
 
-// waitAll polls /status on every replica until cond holds for each.
+// waitAll polls /status on every replica until cond holds for each; a
+// replica that crashed ends the wait at once.
 func (c *cluster) waitAll(cond func(*replica, status) error, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		var err error
+	return proctest.Poll(timeout, func() error {
 		for _, r := range c.replicas {
-			if dead, werr := r.crashed(); dead {
-				return fmt.Errorf("replica %d exited unexpectedly: %v", r.id, werr)
+			if p := r.current(); p != nil && p.Crashed() {
+				_, err := p.Exited()
+				return proctest.Abort(fmt.Errorf("replica %d exited unexpectedly: %v", r.id, err))
 			}
-			st, serr := r.status()
-			if serr == nil {
-				serr = cond(r, st)
+			st, err := r.status()
+			if err == nil {
+				err = cond(r, st)
 			}
-			if serr != nil {
-				err = fmt.Errorf("replica %d: %w", r.id, serr)
-				break
+			if err != nil {
+				return fmt.Errorf("replica %d: %w", r.id, err)
 			}
 		}
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not within %v: %w", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval
-	}
+		return nil
+	})
 }
 
 // leader returns the replica that reports itself leader, or nil.

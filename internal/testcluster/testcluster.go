@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -28,6 +27,7 @@ import (
 	"time"
 
 	"github.com/keel-db/keel/engine"
+	"github.com/keel-db/keel/internal/proctest"
 	"github.com/keel-db/keel/plugin"
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
@@ -96,24 +96,10 @@ func Quiet() {
 }
 
 // FreeAddrs returns n distinct 127.0.0.1 addresses whose ports were free a
-// moment ago. The listeners are held until all n are chosen so the kernel
-// cannot hand out the same port twice.
+// moment ago; see proctest.FreeAddrs.
 func FreeAddrs(t testing.TB, n int) []string {
 	t.Helper()
-	var ls []net.Listener
-	var out []string
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("pick a port: %v", err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
-	return out
+	return proctest.FreeAddrs(t, n)
 }
 
 // New starts an n-replica cluster (replica IDs 1..n) and waits until it is

@@ -1,15 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keel-db/keel/internal/proctest"
 )
 
 // TestSnapshotTimerAndExport: with a short --snapshot-interval the timer
@@ -21,7 +21,7 @@ func TestSnapshotTimerAndExport(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		mustDo(t, http.StatusNoContent, http.MethodPut, n.url(fmt.Sprintf("/kv/k%02d", i)), []byte("v"))
 	}
-	eventually(t, "a timer snapshot", 30*time.Second, func() error {
+	proctest.Eventually(t, "a timer snapshot", 30*time.Second, func() error {
 		if st := n.status(); st.Snapshots.TimerTaken == 0 {
 			return fmt.Errorf("no timer snapshot yet")
 		}
@@ -60,24 +60,10 @@ func TestSnapshotTimerAndExport(t *testing.T) {
 func TestMissingPluginExit1(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "nope.so")
-	var out bytes.Buffer
-	cmd := exec.Command(keeldBin, "--data-dir", filepath.Join(dir, "data"), "--http", freeAddr(t),
-		"--raft-addr", freeAddr(t), "--sm-plugin", missing)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	done := make(chan error, 1)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(exitTimeout):
-		_ = cmd.Process.Kill()
-		t.Fatalf("still running after %v", exitTimeout)
-	}
-	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(out.String(), missing) ||
-		!strings.Contains(out.String(), "not found") || strings.Contains(out.String(), "panic") {
-		t.Fatalf("exit %d, output %q", code, out.String())
+	a := proctest.FreeAddrs(t, 2)
+	code, out := runKeeld(t, "", "--data-dir", filepath.Join(dir, "data"), "--http", a[0], "--raft-addr", a[1], "--sm-plugin", missing)
+	if code != 1 || !strings.Contains(out, missing) || !strings.Contains(out, "not found") || strings.Contains(out, "panic") {
+		t.Fatalf("exit %d, output %q", code, out)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "data", "sm")); err == nil {
 		t.Fatal("created a state directory before the plugin loaded")

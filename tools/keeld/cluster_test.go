@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-db/keel/internal/proctest"
 	"github.com/keel-db/keel/plugin"
 )
 
@@ -27,9 +28,7 @@ func startCluster(t *testing.T) []*node {
 		nodes := make([]*node, 3)
 		members := map[uint64]string{}
 		for i := range nodes {
-			nodes[i] = &node{t: t, name: fmt.Sprintf("replica-%d", i+1),
-				dataDir:  filepath.Join(dir, fmt.Sprintf("a%d-r%d", attempt, i+1)),
-				httpAddr: freeAddr(t), raftAddr: freeAddr(t)}
+			nodes[i] = newNode(t, fmt.Sprintf("replica-%d", i+1), filepath.Join(dir, fmt.Sprintf("a%d-r%d", attempt, i+1)))
 			members[uint64(i+1)] = nodes[i].raftAddr
 		}
 		for i, n := range nodes {
@@ -103,7 +102,7 @@ func TestThreeReplicaCluster(t *testing.T) {
 	if err := follower.waitReady(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "restarted follower sees the writes made while it was down", catchUpTimeout, func() error {
+	proctest.Eventually(t, "restarted follower sees the writes made while it was down", catchUpTimeout, func() error {
 		return staleValue(follower, "down-9")
 	})
 	if got := mustDo(t, http.StatusOK, "GET", follower.url("/kv/x"), nil); string(got) != "1" {
@@ -112,7 +111,7 @@ func TestThreeReplicaCluster(t *testing.T) {
 	// Writes through the restarted replica work too.
 	mustDo(t, http.StatusNoContent, "PUT", follower.url("/kv/y"), []byte("2"))
 	for _, n := range nodes {
-		eventually(t, n.name+" sees y", catchUpTimeout, func() error { return staleValue(n, "y") })
+		proctest.Eventually(t, n.name+" sees y", catchUpTimeout, func() error { return staleValue(n, "y") })
 	}
 
 	// Without a quorum, writes and linearizable reads answer 503 with a
@@ -157,8 +156,8 @@ func TestJoinAndRemove(t *testing.T) {
 	var second *node
 	var id uint64
 	for id = 2; ; id++ {
-		second = &node{t: t, name: fmt.Sprintf("replica-%d", id), dataDir: filepath.Join(t.TempDir(), "joiner"),
-			httpAddr: freeAddr(t), raftAddr: freeAddr(t), extra: []string{"--replica-id", fmt.Sprint(id), "--join"}}
+		second = newNode(t, fmt.Sprintf("replica-%d", id), filepath.Join(t.TempDir(), "joiner"),
+			"--replica-id", fmt.Sprint(id), "--join")
 		// The addr goes in the body as a form, as curl -d would send it.
 		mustDo(t, http.StatusOK, "POST", first.url(fmt.Sprintf("/admin/members/%d", id)), []byte("addr="+second.raftAddr))
 		second.start()
@@ -172,7 +171,7 @@ func TestJoinAndRemove(t *testing.T) {
 		t.Logf("port clash, retrying")
 		mustDo(t, http.StatusOK, "DELETE", first.url(fmt.Sprintf("/admin/members/%d", id)), nil)
 	}
-	eventually(t, "joined replica catches up", catchUpTimeout, func() error {
+	proctest.Eventually(t, "joined replica catches up", catchUpTimeout, func() error {
 		return staleValue(second, "before-join")
 	})
 	st := first.status()
@@ -188,7 +187,7 @@ func TestJoinAndRemove(t *testing.T) {
 	}
 
 	mustDo(t, http.StatusOK, "DELETE", first.url(fmt.Sprintf("/admin/members/%d", id)), nil)
-	eventually(t, "the joined replica leaves the membership", catchUpTimeout, func() error {
+	proctest.Eventually(t, "the joined replica leaves the membership", catchUpTimeout, func() error {
 		if m := first.status().Members; len(m) != 1 {
 			return fmt.Errorf("members %v", m)
 		}

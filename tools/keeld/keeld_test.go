@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
+
+	"github.com/keel-db/keel/internal/proctest"
 )
 
 type scanBody struct {
@@ -239,34 +239,20 @@ func TestBadFlagsExit2(t *testing.T) {
 	}
 	for _, args := range cases {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
-			var out bytes.Buffer
-			cmd := exec.Command(keeldBin, args...)
-			cmd.Dir = t.TempDir()
-			cmd.Stdout, cmd.Stderr = &out, &out
-			done := make(chan error, 1)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
+			dir := t.TempDir()
+			code, out := runKeeld(t, dir, args...)
+			if code != 2 {
+				t.Fatalf("exit %d, want 2; output %q", code, out)
 			}
-			go func() { done <- cmd.Wait() }()
-			var err error
-			select {
-			case err = <-done:
-			case <-time.After(exitTimeout):
-				_ = cmd.Process.Kill()
-				t.Fatalf("still running after %v", exitTimeout)
-			}
-			if code := cmd.ProcessState.ExitCode(); code != 2 {
-				t.Fatalf("exit %d (%v), want 2; output %q", code, err, out.String())
-			}
-			lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
+			lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
 			if len(lines) != 1 || !strings.HasPrefix(lines[0], "keeld: ") {
-				t.Fatalf("want one line starting with %q, got %q", "keeld: ", out.String())
+				t.Fatalf("want one line starting with %q, got %q", "keeld: ", out)
 			}
-			if strings.Contains(out.String(), "panic") {
-				t.Fatalf("panicked: %s", out.String())
+			if strings.Contains(out, "panic") {
+				t.Fatalf("panicked: %s", out)
 			}
 			// A refused command line leaves nothing behind.
-			if ents, _ := os.ReadDir(cmd.Dir); len(ents) != 0 {
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 				t.Fatalf("created %s in the working directory", ents[0].Name())
 			}
 		})
@@ -286,26 +272,11 @@ func TestWrongReplicaOnDataDir(t *testing.T) {
 		want string
 	}{
 		{[]string{"--replica-id", "2", "--members", "2=" + n.raftAddr}, "holds replica 1 of shard 1"},
-		{[]string{"--raft-addr", freeAddr(t)}, "another --raft-addr"},
+		{[]string{"--raft-addr", proctest.FreeAddrs(t, 1)[0]}, "another --raft-addr"},
 	} {
-		args := append([]string{"--data-dir", n.dataDir, "--http", freeAddr(t), "--raft-addr", n.raftAddr}, c.args...)
-		var out bytes.Buffer
-		cmd := exec.Command(keeldBin, args...)
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(exitTimeout):
-			_ = cmd.Process.Kill()
-			<-done
-			t.Fatalf("%v: still running after %v", c.args, exitTimeout)
-		}
-		if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(out.String(), c.want) {
-			t.Fatalf("%v: exit %d, output %q; want exit 1 mentioning %q", c.args, code, out.String(), c.want)
+		args := append([]string{"--data-dir", n.dataDir, "--http", proctest.FreeAddrs(t, 1)[0], "--raft-addr", n.raftAddr}, c.args...)
+		if code, out := runKeeld(t, "", args...); code != 1 || !strings.Contains(out, c.want) {
+			t.Fatalf("%v: exit %d, output %q; want exit 1 mentioning %q", c.args, code, out, c.want)
 		}
 	}
 

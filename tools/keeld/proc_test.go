@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-db/keel/internal/proctest"
 	"github.com/keel-db/keel/internal/testutil"
 )
 
@@ -59,20 +59,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freeAddr returns a 127.0.0.1 address that was free a moment ago. Another
-// process may take it before keeld binds it; callers retry on a clash.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// node is one keeld process and the flags it was started with; restart
-// starts it again with the same flags.
+// node is one keeld process and the flags it was started with; start runs
+// it again with the same flags.
 type node struct {
 	t        *testing.T
 	name     string
@@ -81,10 +69,13 @@ type node struct {
 	raftAddr string
 	extra    []string
 
-	cmd    *exec.Cmd
-	stderr *testutil.LockedBuffer
-	done   chan struct{} // closed when cmd.Wait returned
-	err    error         // cmd.Wait's result, valid after done
+	proc *proctest.Proc // the current run, replaced by start
+}
+
+// newNode describes a keeld on fresh loopback ports; start runs it.
+func newNode(t *testing.T, name, dataDir string, extra ...string) *node {
+	a := proctest.FreeAddrs(t, 2)
+	return &node{t: t, name: name, dataDir: dataDir, httpAddr: a[0], raftAddr: a[1], extra: extra}
 }
 
 func (n *node) url(path string) string { return "http://" + n.httpAddr + path }
@@ -96,40 +87,11 @@ func (n *node) args() []string {
 // start runs the process; it does not wait for readiness.
 func (n *node) start() {
 	n.t.Helper()
-	n.cmd = exec.Command(keeldBin, n.args()...)
-	n.stderr = &testutil.LockedBuffer{}
-	n.cmd.Stdout = n.stderr
-	n.cmd.Stderr = n.stderr
-	if err := n.cmd.Start(); err != nil {
-		n.t.Fatalf("%s: start: %v", n.name, err)
+	p, err := proctest.Start(n.t, n.name, exec.Command(keeldBin, n.args()...))
+	if err != nil {
+		n.t.Fatal(err)
 	}
-	n.done = make(chan struct{})
-	cmd, done, buf := n.cmd, n.done, n.stderr
-	go func() {
-		n.err = cmd.Wait()
-		close(done)
-	}()
-	t := n.t
-	t.Cleanup(func() {
-		select {
-		case <-done:
-		default:
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("%s (%s) output:\n%s", n.name, strings.Join(cmd.Args, " "), buf.String())
-		}
-	})
-}
-
-func (n *node) exited() bool {
-	select {
-	case <-n.done:
-		return true
-	default:
-		return false
-	}
+	n.proc = p
 }
 
 // errAddrInUse marks a start that lost a race for its ports.
@@ -138,21 +100,16 @@ var errAddrInUse = errors.New("address already in use")
 // waitReady polls /status until the replica knows a leader. It returns
 // errAddrInUse when the process exited because a port was taken.
 func (n *node) waitReady() error {
-	deadline := time.Now().Add(readyTimeout)
-	for time.Now().Before(deadline) {
-		if n.exited() {
-			if strings.Contains(n.stderr.String(), "address already in use") {
-				return errAddrInUse
-			}
-			return fmt.Errorf("%s exited before ready: %v", n.name, n.err)
+	err := proctest.WaitJSON(n.proc, httpc, n.url("/status"), readyTimeout, func(st statusBody) error {
+		if st.LeaderID == 0 {
+			return errors.New("no leader")
 		}
-		st, err := n.statusOnce()
-		if err == nil && st.LeaderID != 0 {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval
+		return nil
+	})
+	if errors.Is(err, proctest.ErrExited) && strings.Contains(n.proc.Output(), "address already in use") {
+		return errAddrInUse
 	}
-	return fmt.Errorf("%s: no leader within %v", n.name, readyTimeout)
+	return err
 }
 
 // statusBody is the part of /status the tests read.
@@ -181,15 +138,8 @@ var httpc = &http.Client{Timeout: 15 * time.Second}
 
 func (n *node) statusOnce() (statusBody, error) {
 	var st statusBody
-	resp, err := httpc.Get(n.url("/status"))
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("status %d", resp.StatusCode)
-	}
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	err := proctest.GetJSON(httpc, n.url("/status"), &st)
+	return st, err
 }
 
 func (n *node) status() statusBody {
@@ -201,31 +151,36 @@ func (n *node) status() statusBody {
 	return st
 }
 
-// signal sends sig and waits for the process to exit with status 0.
+// stopWith sends sig and waits for the process to exit with status 0.
 func (n *node) stopWith(sig syscall.Signal) {
 	n.t.Helper()
-	if err := n.cmd.Process.Signal(sig); err != nil {
-		n.t.Fatalf("%s: signal: %v", n.name, err)
-	}
-	select {
-	case <-n.done:
-	case <-time.After(exitTimeout):
-		n.t.Fatalf("%s: still running %v after %v", n.name, exitTimeout, sig)
-	}
-	if n.err != nil {
-		n.t.Fatalf("%s: after %v: %v, want exit status 0", n.name, sig, n.err)
+	if err := n.proc.StopWith(sig, exitTimeout); err != nil {
+		n.t.Fatal(err)
 	}
 }
 
 // kill sends SIGKILL and waits for the process to die.
 func (n *node) kill() {
 	n.t.Helper()
-	_ = n.cmd.Process.Kill()
-	select {
-	case <-n.done:
-	case <-time.After(exitTimeout):
-		n.t.Fatalf("%s: still running after SIGKILL", n.name)
+	if err := n.proc.Kill(); err != nil {
+		n.t.Fatal(err)
 	}
+}
+
+// runKeeld runs a keeld that is expected to exit by itself (a refused
+// start) in dir ("" for this one) and returns its exit code and output.
+func runKeeld(t *testing.T, dir string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(keeldBin, args...)
+	cmd.Dir = dir
+	p, err := proctest.Start(t, "keeld", cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(exitTimeout); errors.Is(err, proctest.ErrTimeout) {
+		t.Fatalf("keeld %v: %v", args, err)
+	}
+	return p.ExitCode(), p.Output()
 }
 
 // startSingle starts a one-replica keeld on fresh ports, retrying when a
@@ -234,15 +189,14 @@ func startSingle(t *testing.T, extra ...string) *node {
 	t.Helper()
 	dir := t.TempDir()
 	for attempt := 0; ; attempt++ {
-		n := &node{t: t, name: "keeld", dataDir: filepath.Join(dir, fmt.Sprint("data", attempt)),
-			httpAddr: freeAddr(t), raftAddr: freeAddr(t), extra: extra}
+		n := newNode(t, "keeld", filepath.Join(dir, fmt.Sprint("data", attempt)), extra...)
 		n.start()
 		err := n.waitReady()
 		if err == nil {
 			return n
 		}
 		if errors.Is(err, errAddrInUse) && attempt < 3 {
-			t.Logf("port clash, retrying: %s", n.stderr.String())
+			t.Logf("port clash, retrying: %s", n.proc.Output())
 			continue
 		}
 		t.Fatal(err)
@@ -287,21 +241,5 @@ func decode(t *testing.T, b []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("decoding %q: %v", b, err)
-	}
-}
-
-// eventually polls cond until it returns nil or the deadline passes.
-func eventually(t *testing.T, what string, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval
 	}
 }

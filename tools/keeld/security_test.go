@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-db/keel/internal/proctest"
 	"github.com/keel-db/keel/plugin"
 )
 
@@ -111,8 +112,7 @@ func TestRaftMutualTLS(t *testing.T) {
 	nodes := make([]*node, 3)
 	members := map[uint64]string{}
 	for i := range nodes {
-		nodes[i] = &node{t: t, name: fmt.Sprintf("replica-%d", i+1), dataDir: filepath.Join(dir, fmt.Sprintf("r%d", i+1)),
-			httpAddr: freeAddr(t), raftAddr: freeAddr(t)}
+		nodes[i] = newNode(t, fmt.Sprintf("replica-%d", i+1), filepath.Join(dir, fmt.Sprintf("r%d", i+1)))
 		members[uint64(i+1)] = nodes[i].raftAddr
 	}
 	tlsFlags := func(i int, ca *testCA) []string {
@@ -136,7 +136,7 @@ func TestRaftMutualTLS(t *testing.T) {
 		}
 	}
 	mustDo(t, http.StatusNoContent, "PUT", nodes[0].url("/kv/tls"), []byte("committed"))
-	eventually(t, "replica 2 applies the write", 30*time.Second, func() error { return staleValue(nodes[1], "tls") })
+	proctest.Eventually(t, "replica 2 applies the write", 30*time.Second, func() error { return staleValue(nodes[1], "tls") })
 	// Replica 3 is given the time replicas 1 and 2 needed several times
 	// over; it must neither learn a leader nor hold the key.
 	deadline := time.Now().Add(3 * time.Second)
@@ -160,7 +160,7 @@ func TestRaftMutualTLS(t *testing.T) {
 	nodes[2].stopWith(syscall.SIGTERM)
 	nodes[2].extra = append(nodes[2].extra[:4], tlsFlags(2, good)...)
 	nodes[2].start()
-	eventually(t, "replica 3 with a good certificate catches up", 60*time.Second, func() error { return staleValue(nodes[2], "tls") })
+	proctest.Eventually(t, "replica 3 with a good certificate catches up", 60*time.Second, func() error { return staleValue(nodes[2], "tls") })
 }
 
 func TestRaftTLSFlagsGoTogether(t *testing.T) {
@@ -181,12 +181,9 @@ func TestRaftTLSFlagsGoTogether(t *testing.T) {
 // through the given client and token.
 func startSecured(t *testing.T, hc *http.Client, scheme, token string, extra ...string) *node {
 	t.Helper()
-	n := &node{t: t, name: "keeld", dataDir: filepath.Join(t.TempDir(), "data"), httpAddr: freeAddr(t), raftAddr: freeAddr(t), extra: extra}
+	n := newNode(t, "keeld", filepath.Join(t.TempDir(), "data"), extra...)
 	n.start()
-	eventually(t, "keeld ready", readyTimeout, func() error {
-		if n.exited() {
-			t.Fatalf("keeld exited: %v\n%s", n.err, n.stderr.String())
-		}
+	err := n.proc.Poll(readyTimeout, func() error {
 		req, _ := http.NewRequest("GET", scheme+"://"+n.httpAddr+"/status", nil)
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
@@ -205,6 +202,9 @@ func startSecured(t *testing.T, hc *http.Client, scheme, token string, extra ...
 		}
 		return nil
 	})
+	if err != nil {
+		t.Fatalf("keeld ready: %v", err)
+	}
 	return n
 }
 
