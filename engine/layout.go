@@ -46,25 +46,49 @@ func parseImageName(name string) (uint64, bool) {
 }
 
 // Current returns the name of the live image, or "" when there is none yet.
+//
+// Errors are classified so a host can tell damage from a failing disk: a
+// CURRENT that is malformed, is not a regular file, or names an image that is
+// missing or not a directory wraps ErrCorrupt (retrying will not help); an
+// error from the filesystem while reading CURRENT or looking up the image
+// (permission denied, EIO) is returned wrapped as itself and never as
+// ErrCorrupt, because it may be transient and says nothing about the data.
 func (r Root) Current() (string, error) {
-	f, err := r.FS.Open(r.FS.PathJoin(r.Dir, currentFile))
+	path := r.FS.PathJoin(r.Dir, currentFile)
+	f, err := r.FS.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("keel/engine: read %s: %w", currentFile, err)
+		return "", fmt.Errorf("keel/engine: open %s: %w", path, err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, 128))
+	st, err := f.Stat()
 	if err != nil {
-		return "", fmt.Errorf("keel/engine: read %s: %w", currentFile, err)
+		return "", fmt.Errorf("keel/engine: stat %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("%w: %s is not a regular file (mode %v)", ErrCorrupt, path, st.Mode())
+	}
+	// A valid CURRENT is one image name and a newline; reading one byte
+	// more than the longest valid content is enough to refuse anything else.
+	b, err := io.ReadAll(io.LimitReader(f, int64(len(imageName(0)))+2))
+	if err != nil {
+		return "", fmt.Errorf("keel/engine: read %s: %w", path, err)
 	}
 	name := strings.TrimSuffix(string(b), "\n")
 	if _, ok := parseImageName(name); !ok {
 		return "", fmt.Errorf("%w: %s in %s names %q, not an image", ErrCorrupt, currentFile, r.Dir, name)
 	}
-	if _, err := r.FS.Stat(r.FS.PathJoin(r.Dir, name)); err != nil {
-		return "", fmt.Errorf("%w: %s names %s, which is missing: %v", ErrCorrupt, currentFile, name, err)
+	img := r.FS.PathJoin(r.Dir, name)
+	st, err = r.FS.Stat(img)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("%w: %s names %s, which is missing", ErrCorrupt, currentFile, name)
+	case err != nil:
+		return "", fmt.Errorf("keel/engine: stat image %s named by %s: %w", img, currentFile, err)
+	case !st.IsDir():
+		return "", fmt.Errorf("%w: %s names %s, which is not a directory", ErrCorrupt, currentFile, name)
 	}
 	return name, nil
 }

@@ -3,10 +3,12 @@ package engine
 import (
 	"errors"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -221,10 +223,79 @@ func TestCorruptCurrent(t *testing.T) {
 	t.Run("current is a directory", func(t *testing.T) {
 		fs := vfs.NewMem()
 		must(t, fs.MkdirAll("/r/CURRENT", 0o755))
-		if _, err := OpenRoot("/r", Options{FS: fs, Logger: quietLogger()}); err == nil {
-			t.Fatalf("opened a root whose CURRENT is a directory")
+		if _, err := OpenRoot("/r", Options{FS: fs, Logger: quietLogger()}); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("OpenRoot with a directory for CURRENT: got %v, want ErrCorrupt", err)
 		}
 	})
+	t.Run("image is a file", func(t *testing.T) {
+		fs := vfs.NewMem()
+		must(t, fs.MkdirAll("/r", 0o755))
+		writeFile(t, fs, "/r/img-0000000000000003", "not a directory")
+		writeFile(t, fs, "/r/CURRENT", "img-0000000000000003\n")
+		if _, err := NewRoot("/r", fs).Current(); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("Current naming a plain file: got %v, want ErrCorrupt", err)
+		}
+	})
+}
+
+// TestCurrentIOErrorIsNotCorruption: a filesystem error while reading
+// CURRENT or looking up the image it names may be transient (EIO, a
+// permission problem an operator can fix), so Current must return it as
+// itself and never as ErrCorrupt, and OpenRoot must not sweep or create
+// anything on the strength of it.
+func TestCurrentIOErrorIsNotCorruption(t *testing.T) {
+	eio := &os.PathError{Op: "read", Path: "injected", Err: syscall.EIO}
+	eacces := &os.PathError{Op: "stat", Path: "injected", Err: syscall.EACCES}
+	cases := []struct {
+		name   string
+		kind   errorfs.OpKind
+		suffix string
+		err    error
+	}{
+		{"EIO opening CURRENT", errorfs.OpOpen, "/CURRENT", eio},
+		{"EIO reading CURRENT", errorfs.OpFileRead, "/CURRENT", eio},
+		{"EIO stat of CURRENT", errorfs.OpFileStat, "/CURRENT", eio},
+		{"EACCES stat of image dir", errorfs.OpStat, "/img-0000000000000001", eacces},
+		{"EIO stat of image dir", errorfs.OpStat, "/img-0000000000000001", eio},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := vfs.NewMem()
+			e, err := OpenRoot("/r", Options{FS: mem, Logger: quietLogger()})
+			must(t, err)
+			must(t, e.Close())
+			must(t, mem.MkdirAll("/r/tmp-leftover", 0o755))
+			var fired atomic.Bool
+			efs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+				if op.Kind == tc.kind && strings.HasSuffix(op.Path, tc.suffix) {
+					fired.Store(true)
+					return tc.err
+				}
+				return nil
+			}))
+			r := NewRoot("/r", efs)
+			_, err = r.Current()
+			if !fired.Load() {
+				t.Fatalf("the injected error never fired")
+			}
+			if errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Current reported an I/O error as corruption: %v", err)
+			}
+			if !errors.Is(err, tc.err) || !errors.Is(err, tc.err.(*os.PathError).Err) {
+				t.Fatalf("Current: got %v, want the injected %v wrapped", err, tc.err)
+			}
+			if _, err := OpenRoot("/r", Options{FS: efs, Logger: quietLogger()}); errors.Is(err, ErrCorrupt) || !errors.Is(err, tc.err) {
+				t.Fatalf("OpenRoot: got %v, want the injected error and not ErrCorrupt", err)
+			}
+			if err := r.Sweep(); errors.Is(err, ErrCorrupt) || !errors.Is(err, tc.err) {
+				t.Fatalf("Sweep: got %v, want the injected error and not ErrCorrupt", err)
+			}
+			// Nothing was swept or created while the pointer was unreadable.
+			if got := listDir(t, mem, "/r"); strings.Join(got, ",") != "CURRENT,img-0000000000000001,tmp-leftover" {
+				t.Fatalf("root after failed opens: %v", got)
+			}
+		})
+	}
 }
 
 func TestCorruptMetadata(t *testing.T) {

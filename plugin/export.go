@@ -2,10 +2,12 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
+	"github.com/keel-db/keel/internal/gbsnap"
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/tools"
@@ -53,7 +55,23 @@ func Export(ctx context.Context, nh *dragonboat.NodeHost, shardID uint64, dir st
 // On restart Dragonboat calls RecoverFromSnapshot even when the replica's
 // own state is newer; Keel installs the exported image (exact at its index)
 // and the shard continues from there. Every write after the export is lost.
+//
+// Before anything is written, Import verifies srcDir end to end, reading
+// every byte once: exactly one .gbsnap and a snapshot.metadata, the
+// metadata decodes and describes the .gbsnap, the envelope's header, block
+// and payload checksums hold, and the Keel stream inside is complete and
+// exact. tools.ImportSnapshot panics on a damaged header or metadata;
+// verifying first turns that into an error wrapping ErrBadSnapshot and
+// leaves the NodeHost directory untouched. An error reading srcDir is
+// returned as itself. Verification reads the files with the OS filesystem,
+// so nhConfig.Expert.FS, if set, must see the same srcDir.
 func Import(nhConfig config.NodeHostConfig, srcDir string, members map[uint64]string, replicaID uint64) error {
+	if _, err := gbsnap.VerifyExport(srcDir, nil); err != nil {
+		if errors.Is(err, gbsnap.ErrDamaged) {
+			return fmt.Errorf("%w: import %s as replica %d: %w", ErrBadSnapshot, srcDir, replicaID, err)
+		}
+		return fmt.Errorf("keel: import %s as replica %d: verify: %w", srcDir, replicaID, err)
+	}
 	if err := tools.ImportSnapshot(nhConfig, srcDir, members, replicaID); err != nil {
 		return fmt.Errorf("keel: import %s as replica %d: %w", srcDir, replicaID, err)
 	}

@@ -50,19 +50,22 @@ const (
 type Cond struct {
 	Kind  CondKind
 	Key   []byte
-	Value []byte // only for CondValueEquals
+	Value []byte // only for CondValueEquals; Validate refuses it on the others
 }
 
 // TxnOp is one write inside a transaction: OpPut or OpDelete.
 type TxnOp struct {
 	Op    Op
 	Key   []byte
-	Value []byte // only for OpPut
+	Value []byte // only for OpPut; Validate refuses it on OpDelete
 }
 
 // Command is a decoded command. Which fields are set depends on Op:
 // Put uses Key and Value; Delete uses Key; DeleteRange uses Key (start) and
-// End; Txn uses Conds and Ops.
+// End; Txn uses Conds and Ops. A field the operation does not use has no
+// place in the encoding, so Validate refuses a command that sets one rather
+// than let Encode drop it without a word. Nil and empty byte strings are
+// the same to the codec: an empty unused field is not refused.
 type Command struct {
 	Op    Op
 	Key   []byte
@@ -76,6 +79,9 @@ type Command struct {
 // it, and the encoders call it so a client learns of a bad command before it
 // is proposed.
 func (c *Command) Validate() error {
+	if err := c.checkUnusedFields(); err != nil {
+		return err
+	}
 	switch c.Op {
 	case OpPut:
 		if err := checkKey(c.Key); err != nil {
@@ -113,6 +119,8 @@ func (c *Command) Validate() error {
 				if err := checkValue(cd.Value); err != nil {
 					return err
 				}
+			} else if len(cd.Value) != 0 {
+				return fmt.Errorf("%w: %s precondition on key %q carries a value; only a value-equals precondition has one", ErrInvalidCommand, condName(cd.Kind), cd.Key)
 			}
 		}
 		for _, op := range c.Ops {
@@ -122,6 +130,9 @@ func (c *Command) Validate() error {
 					return err
 				}
 			case OpDelete:
+				if len(op.Value) != 0 {
+					return fmt.Errorf("%w: txn delete of key %q carries a value; only a put has one", ErrInvalidCommand, op.Key)
+				}
 			default:
 				return fmt.Errorf("%w: txn operation %d is not put or delete", ErrInvalidCommand, op.Op)
 			}
@@ -133,6 +144,65 @@ func (c *Command) Validate() error {
 	default:
 		return fmt.Errorf("%w: unknown operation %d", ErrInvalidCommand, c.Op)
 	}
+}
+
+// checkUnusedFields refuses a command that sets a field its operation does
+// not encode (for instance a Value on a Delete), which Encode would
+// otherwise lose. An unknown operation is left to Validate's switch.
+func (c *Command) checkUnusedFields() error {
+	var unused string
+	switch c.Op {
+	case OpPut:
+		unused = firstSet(field{"end", len(c.End)}, field{"conditions", len(c.Conds)}, field{"txn operations", len(c.Ops)})
+	case OpDelete:
+		unused = firstSet(field{"value", len(c.Value)}, field{"end", len(c.End)}, field{"conditions", len(c.Conds)}, field{"txn operations", len(c.Ops)})
+	case OpDeleteRange:
+		unused = firstSet(field{"value", len(c.Value)}, field{"conditions", len(c.Conds)}, field{"txn operations", len(c.Ops)})
+	case OpTxn:
+		unused = firstSet(field{"key", len(c.Key)}, field{"value", len(c.Value)}, field{"end", len(c.End)})
+	}
+	if unused != "" {
+		return fmt.Errorf("%w: %s command sets %s, which it does not use", ErrInvalidCommand, opName(c.Op), unused)
+	}
+	return nil
+}
+
+func opName(op Op) string {
+	switch op {
+	case OpPut:
+		return "put"
+	case OpDelete:
+		return "delete"
+	case OpDeleteRange:
+		return "delete-range"
+	case OpTxn:
+		return "txn"
+	}
+	return fmt.Sprintf("op %d", op)
+}
+
+func condName(k CondKind) string {
+	switch k {
+	case CondAbsent:
+		return "absent"
+	case CondExists:
+		return "exists"
+	}
+	return fmt.Sprintf("kind %d", k)
+}
+
+type field struct {
+	name string
+	n    int
+}
+
+func firstSet(fs ...field) string {
+	for _, f := range fs {
+		if f.n != 0 {
+			return f.name
+		}
+	}
+	return ""
 }
 
 func checkKey(k []byte) error {

@@ -110,7 +110,10 @@ func validCommands() map[string]Command {
 func manyConds(n int) []Cond {
 	out := make([]Cond, n)
 	for i := range out {
-		out[i] = Cond{Kind: CondKind(1 + i%3), Key: []byte(fmt.Sprintf("c%d", i)), Value: []byte("v")}
+		out[i] = Cond{Kind: CondKind(1 + i%3), Key: []byte(fmt.Sprintf("c%d", i))}
+		if out[i].Kind == CondValueEquals {
+			out[i].Value = []byte("v")
+		}
 	}
 	return out
 }
@@ -118,7 +121,10 @@ func manyConds(n int) []Cond {
 func manyOps(n int) []TxnOp {
 	out := make([]TxnOp, n)
 	for i := range out {
-		out[i] = TxnOp{Op: Op(1 + i%2), Key: []byte(fmt.Sprintf("o%d", i)), Value: []byte("v")}
+		out[i] = TxnOp{Op: Op(1 + i%2), Key: []byte(fmt.Sprintf("o%d", i))}
+		if out[i].Op == OpPut {
+			out[i].Value = []byte("v")
+		}
 	}
 	return out
 }
@@ -129,19 +135,70 @@ func TestCodecRoundTripTable(t *testing.T) {
 	}
 }
 
-func TestCodecCondValueOnlyForEquals(t *testing.T) {
-	// A Value on an absent/exists condition or a delete op is not part of
-	// the format: it must not be encoded (and so is dropped on decode).
-	c := Command{Op: OpTxn,
-		Conds: []Cond{{Kind: CondAbsent, Key: []byte("a"), Value: []byte("ignored")}},
-		Ops:   []TxnOp{{Op: OpDelete, Key: []byte("a"), Value: []byte("ignored")}}}
-	enc := roundTrip(t, c)
-	dec, _ := Decode(enc)
-	if dec.Conds[0].Value != nil || dec.Ops[0].Value != nil {
-		t.Fatalf("values that are not part of the format came back: %+v", dec)
+// TestCodecRefusesUnusedFields: a field the operation does not encode (a
+// Value on an absent/exists condition or a delete, and the like) used to be
+// dropped by Encode without a word. Encode must refuse it instead.
+func TestCodecRefusesUnusedFields(t *testing.T) {
+	k, v := []byte("k"), []byte("v")
+	del := []TxnOp{{Op: OpDelete, Key: k}}
+	cases := map[string]Command{
+		"absent cond with value": {Op: OpTxn, Conds: []Cond{{Kind: CondAbsent, Key: k, Value: v}}, Ops: del},
+		"exists cond with value": {Op: OpTxn, Conds: []Cond{{Kind: CondExists, Key: k, Value: v}}, Ops: del},
+		"txn delete with value":  {Op: OpTxn, Ops: []TxnOp{{Op: OpDelete, Key: k, Value: v}}},
+		"later bad item": {Op: OpTxn,
+			Conds: []Cond{{Kind: CondValueEquals, Key: k, Value: v}, {Kind: CondExists, Key: k, Value: v}},
+			Ops:   []TxnOp{{Op: OpPut, Key: k, Value: v}}},
+		"put with end":              {Op: OpPut, Key: k, Value: v, End: v},
+		"put with conds":            {Op: OpPut, Key: k, Value: v, Conds: []Cond{{Kind: CondExists, Key: k}}},
+		"put with ops":              {Op: OpPut, Key: k, Value: v, Ops: del},
+		"delete with value":         {Op: OpDelete, Key: k, Value: v},
+		"delete with end":           {Op: OpDelete, Key: k, End: v},
+		"delete with ops":           {Op: OpDelete, Key: k, Ops: del},
+		"delete range with value":   {Op: OpDeleteRange, Key: []byte("a"), End: []byte("b"), Value: v},
+		"delete range with conds":   {Op: OpDeleteRange, Key: []byte("a"), End: []byte("b"), Conds: []Cond{{Kind: CondExists, Key: k}}},
+		"txn with key":              {Op: OpTxn, Key: k, Ops: del},
+		"txn with value":            {Op: OpTxn, Value: v, Ops: del},
+		"txn with end":              {Op: OpTxn, End: v, Ops: del},
+		"delete range with ops set": {Op: OpDeleteRange, Key: []byte("a"), End: []byte("b"), Ops: del},
 	}
-	if bytes.Contains(enc, []byte("ignored")) {
-		t.Fatalf("encoding carries a value that is not part of the format: %x", enc)
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			enc, err := c.Encode()
+			if !errors.Is(err, ErrInvalidCommand) {
+				t.Fatalf("Encode: got %x, %v; want ErrInvalidCommand", enc, err)
+			}
+			if err := c.Validate(); !errors.Is(err, ErrInvalidCommand) {
+				t.Fatalf("Validate: got %v, want ErrInvalidCommand", err)
+			}
+		})
+	}
+	// The plugin helpers build only valid shapes; an empty unused field
+	// carries nothing and is still accepted, since nil and empty are the
+	// same to the codec.
+	roundTrip(t, Command{Op: OpTxn,
+		Conds: []Cond{{Kind: CondAbsent, Key: k, Value: []byte{}}},
+		Ops:   []TxnOp{{Op: OpDelete, Key: k, Value: []byte{}}}})
+	roundTrip(t, Command{Op: OpDelete, Key: k, Value: []byte{}, End: []byte{}})
+}
+
+// TestDecodeRefusesValueWhereFormatHasNone: bytes that put a value after an
+// absent/exists condition or a delete op do not decode, so no replica
+// applies such a command either.
+func TestDecodeRefusesValueWhereFormatHasNone(t *testing.T) {
+	txn := func(body ...byte) []byte { return append([]byte{CommandVersion, byte(OpTxn)}, body...) }
+	cases := map[string][]byte{
+		"absent cond with value": txn(1, byte(CondAbsent), 1, 'k', 1, 'v', 1, byte(OpDelete), 1, 'k'),
+		"exists cond with value": txn(1, byte(CondExists), 1, 'k', 1, 'v', 1, byte(OpDelete), 1, 'k'),
+		"txn delete with value":  txn(0, 1, byte(OpDelete), 1, 'k', 1, 'v'),
+		"delete with value":      {CommandVersion, byte(OpDelete), 1, 'k', 1, 'v'},
+	}
+	for name, data := range cases {
+		t.Run(name, func(t *testing.T) {
+			if c, err := Decode(data); !errors.Is(err, ErrInvalidCommand) {
+				t.Fatalf("Decode(%x) = %+v, %v; want ErrInvalidCommand", data, c, err)
+			}
+			checkDecodeCanonical(t, data)
+		})
 	}
 }
 

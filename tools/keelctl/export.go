@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/keel-db/keel/internal/gbsnap"
 	"github.com/keel-db/keel/plugin"
 	"github.com/keel-db/keel/snapshot"
 	pb "github.com/lni/dragonboat/v4/raftpb"
@@ -157,16 +158,16 @@ func export(g *globals, t target, out string, ct pb.CompressionType, members map
 		h.TotalBytes += f.Size
 	}
 	bar := g.progress(int64(h.TotalBytes), "exporting")
-	gbsnap := filepath.Join(tmp, name+snapshotSuffix)
-	size, sum, err := writeEnvelope(gbsnap, ct, func(w io.Writer) error {
+	gbPath := filepath.Join(tmp, name+gbsnap.SnapshotSuffix)
+	size, sum, err := gbsnap.WriteEnvelope(gbPath, ct, func(w io.Writer) error {
 		return snapshot.WriteStream(&countWriter{w: w, add: func(n int) { _ = bar.Add(n) }}, h, vfs.Default, e.Dir(), files, nil)
 	})
 	_ = bar.Close()
 	if err != nil {
-		return rep, fmt.Errorf("write %s: %w", gbsnap, err)
+		return rep, fmt.Errorf("write %s: %w", gbPath, err)
 	}
 	ss := pb.Snapshot{
-		Filepath:    filepath.Join(final, name+snapshotSuffix),
+		Filepath:    filepath.Join(final, name+gbsnap.SnapshotSuffix),
 		FileSize:    size,
 		Index:       index,
 		Term:        meta.Term,
@@ -176,7 +177,7 @@ func export(g *globals, t target, out string, ct pb.CompressionType, members map
 		Type:        pb.OnDiskStateMachine,
 		OnDiskIndex: index,
 	}
-	if err := writeMetadata(filepath.Join(tmp, metadataFilename), &ss); err != nil {
+	if err := gbsnap.WriteMetadata(filepath.Join(tmp, gbsnap.MetadataFilename), &ss); err != nil {
 		return rep, fmt.Errorf("write metadata: %w", err)
 	}
 	if err := syncDir(tmp); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	pebblevfs "github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/keel-db/keel/engine"
+	"github.com/keel-db/keel/internal/gbsnap"
 	"github.com/keel-db/keel/plugin"
 	pb "github.com/lni/dragonboat/v4/raftpb"
 	"github.com/spf13/cobra"
@@ -245,7 +246,7 @@ func checkNodeHostAddress(nhDir, addr string, replicaID uint64) error {
 			return fmt.Errorf("%w: %v", errOpen, err)
 		}
 		var s pb.RaftDataStatus
-		if len(data) < 8 || !bytes.Equal(data[:8], flagFileHash(data[8:])) || s.Unmarshal(data[8:]) != nil {
+		if len(data) < 8 || !bytes.Equal(data[:8], gbsnap.FlagFileHash(data[8:])) || s.Unmarshal(data[8:]) != nil {
 			return fmt.Errorf("%w: %s is damaged; Dragonboat will not open this NodeHost directory", errNotKeel, f)
 		}
 		if s.Address != addr {

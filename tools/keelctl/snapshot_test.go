@@ -5,16 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"math/rand"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/keel-db/keel/internal/gbsnap"
 	"github.com/keel-db/keel/internal/testcluster"
+	"github.com/keel-db/keel/internal/testutil"
 	"github.com/keel-db/keel/plugin"
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
@@ -43,19 +43,19 @@ func gbsnapIn(t *testing.T, dir string) string {
 
 // captureStream extracts the raw Keel stream (what SaveSnapshot wrote) from
 // an export's .gbsnap.
-func captureStream(t *testing.T, gbsnap string) string {
+func captureStream(t *testing.T, gbPath string) string {
 	t.Helper()
-	f, err := os.Open(gbsnap)
+	f, err := os.Open(gbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	st, _ := f.Stat()
-	er, err := openEnvelope(f, st.Size())
+	er, err := gbsnap.OpenEnvelope(f, st.Size())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := er.readSessions(); err != nil {
+	if _, err := er.ReadSessions(); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "stream.keel")
@@ -63,7 +63,7 @@ func captureStream(t *testing.T, gbsnap string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := io.Copy(o, er.payload); err != nil {
+	if _, err := io.Copy(o, er.Payload()); err != nil {
 		t.Fatal(err)
 	}
 	if err := o.Close(); err != nil {
@@ -185,12 +185,12 @@ func TestVerifyCatchesDamage(t *testing.T) {
 		}, exitProblems, "checksum"},
 		{"flipped metadata byte", func(t *testing.T) string {
 			e := copyExport(t)
-			flipByte(t, filepath.Join(e, metadataFilename), 12)
+			flipByte(t, filepath.Join(e, gbsnap.MetadataFilename), 12)
 			return e
 		}, exitProblems, "metadata"},
 		{"no metadata", func(t *testing.T) string {
 			e := copyExport(t)
-			if err := os.Remove(filepath.Join(e, metadataFilename)); err != nil {
+			if err := os.Remove(filepath.Join(e, gbsnap.MetadataFilename)); err != nil {
 				t.Fatal(err)
 			}
 			return e
@@ -275,28 +275,6 @@ func TestVerifyAnyFlippedByte(t *testing.T) {
 	}
 }
 
-// listing is every path under dir with its size and modification time.
-func listing(t *testing.T, dir string) []string {
-	t.Helper()
-	var out []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		out = append(out, fmt.Sprintf("%s %d %d %v", p, info.Size(), info.ModTime().UnixNano(), info.Mode()))
-		return nil
-	})
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	sort.Strings(out)
-	return out
-}
-
 func TestImportRefuses(t *testing.T) {
 	fixtureDir(t)
 	exp := copyExport(t)
@@ -349,12 +327,12 @@ func TestImportRefuses(t *testing.T) {
 		p := gbsnapIn(t, bad)
 		flipByte(t, p, fileSize(t, p)-100)
 		dir := copyNode(t, 1)
-		before := listing(t, dir)
+		before := testutil.Tree(t, dir)
 		r := keelctl("import", "--snapshot", bad, "--members", members, "--replica-id", "1", dir)
 		if r.code != exitProblems || !strings.Contains(r.stderr, "fails verification") {
 			t.Fatalf("exit %d %q", r.code, r.stderr)
 		}
-		if after := listing(t, dir); strings.Join(before, "\n") != strings.Join(after, "\n") {
+		if after := testutil.Tree(t, dir); strings.Join(before, "\n") != strings.Join(after, "\n") {
 			t.Fatal("a refused import changed the directory")
 		}
 	})
@@ -385,13 +363,13 @@ func TestImportDryRunChangesNothing(t *testing.T) {
 	fixtureDir(t)
 	exp := copyExport(t)
 	dir := copyNode(t, 1)
-	before := listing(t, dir)
+	before := testutil.Tree(t, dir)
 	r := keelctl("import", "--dry-run", "--snapshot", filepath.Dir(exp), "--members", plugin.FormatMembers(fixture.members), "--replica-id", "1", dir)
 	if r.code != 0 || !strings.Contains(r.stdout, "dry run: nothing written") || !strings.Contains(r.stdout, filepath.Join(dir, "raft")) {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	t.Logf("keelctl import --dry-run:\n%s", r.stdout)
-	if after := listing(t, dir); strings.Join(before, "\n") != strings.Join(after, "\n") {
+	if after := testutil.Tree(t, dir); strings.Join(before, "\n") != strings.Join(after, "\n") {
 		t.Fatalf("dry run changed %s:\nbefore:\n%s\nafter:\n%s", dir, strings.Join(before, "\n"), strings.Join(after, "\n"))
 	}
 	fresh := filepath.Join(t.TempDir(), "fresh")
@@ -408,7 +386,7 @@ func TestImportDryRunChangesNothing(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "imported") {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	if after := listing(t, dir); strings.Join(before, "\n") == strings.Join(after, "\n") {
+	if after := testutil.Tree(t, dir); strings.Join(before, "\n") == strings.Join(after, "\n") {
 		t.Fatal("import changed nothing")
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -11,22 +10,21 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/keel-db/keel/internal/gbsnap"
 	"github.com/keel-db/keel/plugin"
-	"github.com/keel-db/keel/snapshot"
 	pb "github.com/lni/dragonboat/v4/raftpb"
 	"github.com/spf13/cobra"
 )
 
 // verifyReport is `keelctl verify`'s output.
 type verifyReport struct {
-	Path     string        `json:"path"`
-	Kind     string        `json:"kind"` // "export", "gbsnap" or "stream"
-	Gbsnap   string        `json:"gbsnap,omitempty"`
-	Envelope *envelopeInfo `json:"envelope,omitempty"`
-	Metadata *metadataInfo `json:"metadata,omitempty"`
-	Stream   streamInfo    `json:"stream"`
-	OK       bool          `json:"ok"`
+	Path     string           `json:"path"`
+	Kind     string           `json:"kind"` // "export", "gbsnap" or "stream"
+	Gbsnap   string           `json:"gbsnap,omitempty"`
+	Envelope *gbsnap.Envelope `json:"envelope,omitempty"`
+	Metadata *metadataInfo    `json:"metadata,omitempty"`
+	Stream   gbsnap.Stream    `json:"stream"`
+	OK       bool             `json:"ok"`
 }
 
 type metadataInfo struct {
@@ -38,21 +36,6 @@ type metadataInfo struct {
 	Removed  []uint64          `json:"removed,omitempty"`
 	Imported bool              `json:"imported,omitempty"`
 	raw      pb.Snapshot
-}
-
-type streamInfo struct {
-	ShardID           uint64     `json:"shard_id"`
-	ReplicaID         uint64     `json:"replica_id"`
-	SnapshotIndex     uint64     `json:"snapshot_index"`
-	ImageAppliedIndex uint64     `json:"image_applied_index"`
-	FileCount         uint32     `json:"file_count"`
-	TotalBytes        uint64     `json:"total_bytes"`
-	Files             []fileInfo `json:"files"`
-}
-
-type fileInfo struct {
-	Name string `json:"name"`
-	Size uint64 `json:"size"`
 }
 
 func newVerifyCmd(g *globals) *cobra.Command {
@@ -114,9 +97,9 @@ func findSnapshot(path string) (kind, dir, file string, err error) {
 			switch {
 			case e.IsDir() && strings.HasPrefix(e.Name(), "snapshot-"):
 				subs = append(subs, e.Name())
-			case e.Type().IsRegular() && strings.HasSuffix(e.Name(), snapshotSuffix):
+			case e.Type().IsRegular() && strings.HasSuffix(e.Name(), gbsnap.SnapshotSuffix):
 				snaps = append(snaps, e.Name())
-			case e.Name() == metadataFilename:
+			case e.Name() == gbsnap.MetadataFilename:
 				meta = true
 			}
 		}
@@ -146,114 +129,71 @@ func findSnapshot(path string) (kind, dir, file string, err error) {
 	case len(snaps) > 1:
 		return "", "", "", fmt.Errorf("%w: %s: %d .gbsnap files (%s); Dragonboat's import needs exactly one", errBadSnapshot, dir, len(snaps), strings.Join(snaps, ", "))
 	case !meta:
-		return "", "", "", fmt.Errorf("%w: %s: incomplete export: no %s", errBadSnapshot, dir, metadataFilename)
+		return "", "", "", fmt.Errorf("%w: %s: incomplete export: no %s", errBadSnapshot, dir, gbsnap.MetadataFilename)
 	}
 	return "export", dir, filepath.Join(dir, snaps[0]), nil
 }
 
-// verifyPath verifies whatever PATH holds; every content problem is an
-// errBadSnapshot naming it.
+// verifyPath verifies whatever PATH holds (with package gbsnap, the checks
+// plugin.Import makes too); every content problem is an errBadSnapshot
+// naming it, and a file that cannot be read is an errOpen.
 func verifyPath(g *globals, path string) (verifyReport, error) {
 	kind, dir, file, err := findSnapshot(path)
 	if err != nil {
 		return verifyReport{}, err
 	}
 	rep := verifyReport{Path: path, Kind: kind}
-	bad := func(err error) (verifyReport, error) {
-		return rep, fmt.Errorf("%w: %s: %v", errBadSnapshot, file, err)
-	}
-	if kind == "export" {
-		rep.Gbsnap = file
-		ss, err := readMetadata(filepath.Join(dir, metadataFilename))
-		if err != nil {
-			return rep, fmt.Errorf("%w: %s: %v", errBadSnapshot, filepath.Join(dir, metadataFilename), err)
-		}
-		rep.Metadata = describeMetadata(ss)
-	}
-	f, err := os.Open(file)
-	if err != nil {
-		return rep, fmt.Errorf("%w: %v", errOpen, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
+	st, err := os.Stat(file)
 	if err != nil {
 		return rep, fmt.Errorf("%w: %v", errOpen, err)
 	}
 	bar := g.progress(st.Size(), "verifying")
 	defer bar.Close()
-	counted := func(r io.Reader) io.Reader { return &countReader{r: r, add: func(n int) { _ = bar.Add(n) }} }
-	if kind == "stream" {
-		r := counted(f)
-		if rep.Stream, err = verifyStream(r); err != nil {
-			return bad(err)
+	progress := func(n int) { _ = bar.Add(n) }
+	switch kind {
+	case "stream":
+		f, err := os.Open(file)
+		if err != nil {
+			return rep, fmt.Errorf("%w: %v", errOpen, err)
 		}
-		if err := expectEOF(r); err != nil {
-			return bad(err)
+		defer f.Close()
+		r := &countReader{r: f, add: progress}
+		if rep.Stream, err = gbsnap.VerifyStream(r); err != nil {
+			return rep, verifyErr(file, err)
 		}
-		rep.OK = true
-		return rep, nil
-	}
-	er, err := openEnvelope(readerAtFunc(func(p []byte, off int64) (int, error) {
-		n, err := f.ReadAt(p, off)
-		_ = bar.Add(n)
-		return n, err
-	}), st.Size())
-	if err != nil {
-		return bad(err)
-	}
-	sessions, err := er.readSessions()
-	if err != nil {
-		return bad(err)
-	}
-	if rep.Stream, err = verifyStream(er.payload); err != nil {
-		return bad(err)
-	}
-	env, err := er.finish()
-	if err != nil {
-		return bad(err)
-	}
-	env.Sessions = sessions
-	rep.Envelope = &env
-	if rep.Metadata != nil {
-		if err := checkMetadata(rep.Metadata.raw, file, env, rep.Stream); err != nil {
-			return rep, fmt.Errorf("%w: %s: %v", errBadSnapshot, filepath.Join(dir, metadataFilename), err)
+		if err := gbsnap.ExpectEOF(r); err != nil {
+			return rep, verifyErr(file, err)
 		}
+	case "gbsnap":
+		rep.Gbsnap = file
+		env, s, err := gbsnap.VerifyFile(file, progress)
+		if err != nil {
+			return rep, verifyErr("", err)
+		}
+		rep.Envelope, rep.Stream = &env, s
+	default:
+		rep.Gbsnap = file
+		exp, err := gbsnap.VerifyExport(dir, progress)
+		if err != nil {
+			return rep, verifyErr("", err)
+		}
+		rep.Gbsnap = exp.Gbsnap
+		rep.Envelope, rep.Stream, rep.Metadata = &exp.Envelope, exp.Stream, describeMetadata(exp.Metadata)
 	}
 	rep.OK = true
 	return rep, nil
 }
 
-// checkMetadata checks that snapshot.metadata describes this .gbsnap the
-// way tools.ImportSnapshot and Keel's RecoverFromSnapshot need.
-func checkMetadata(ss pb.Snapshot, file string, env envelopeInfo, s streamInfo) error {
-	switch {
-	// Keel's index is the state machine's applied index at PrepareSnapshot;
-	// Dragonboat's may be higher when the last entries never reach the state
-	// machine (membership changes, a new leader's empty entry). It can never
-	// be lower.
-	case ss.Index < s.SnapshotIndex:
-		return fmt.Errorf("metadata index %d is below the stream's snapshot index %d", ss.Index, s.SnapshotIndex)
-	case ss.ShardID != s.ShardID:
-		return fmt.Errorf("metadata shard %d, the stream's shard is %d", ss.ShardID, s.ShardID)
-	case ss.FileSize != env.FileSize:
-		return fmt.Errorf("metadata file size %d, %s is %d bytes", ss.FileSize, filepath.Base(file), env.FileSize)
-	case !bytes.Equal(ss.Checksum, env.checksum):
-		return fmt.Errorf("metadata checksum %x, the payload's is %x", ss.Checksum, env.checksum)
-	case ss.Type != pb.OnDiskStateMachine:
-		return fmt.Errorf("metadata state machine type %s, Keel's is %s", ss.Type, pb.OnDiskStateMachine)
-	case ss.Dummy || ss.Witness:
-		return errors.New("metadata describes a dummy or witness snapshot, which holds no data")
-	case ss.Term == 0:
-		return errors.New("metadata term is 0")
-	case len(ss.Membership.Addresses) == 0:
-		return errors.New("metadata has no members")
-	case len(ss.Files) > 0:
-		return fmt.Errorf("metadata lists %d external files; Keel writes none", len(ss.Files))
-	case filepath.Base(ss.Filepath) != filepath.Base(file):
-		// tools.ImportSnapshot names the imported file after the metadata.
-		return fmt.Errorf("metadata names %s, the file is %s", filepath.Base(ss.Filepath), filepath.Base(file))
+// verifyErr classifies a gbsnap error: damage exits like errProblems, a
+// file that cannot be read like errOpen. name, when set, is prefixed.
+func verifyErr(name string, err error) error {
+	if name != "" {
+		err = fmt.Errorf("%s: %w", name, err)
 	}
-	return nil
+	if errors.Is(err, gbsnap.ErrDamaged) {
+		return fmt.Errorf("%w: %v", errBadSnapshot, err)
+	}
+	return fmt.Errorf("%w: %v", errOpen, err)
 }
 
 func describeMetadata(ss pb.Snapshot) *metadataInfo {
@@ -269,91 +209,6 @@ func describeMetadata(ss pb.Snapshot) *metadataInfo {
 	return m
 }
 
-// verifyStream reads one Keel stream from r and checks everything Install
-// checks before it opens the image, without writing a byte: the files go
-// to a discarding filesystem that only records names and sizes.
-func verifyStream(r io.Reader) (streamInfo, error) {
-	var hb [snapshot.HeaderSize]byte
-	n, _ := io.ReadFull(r, hb[:])
-	// The shard is taken from the header so ReadStream accepts any shard;
-	// the header checksum, checked by ReadStream, covers it.
-	var shard uint64
-	if n >= 24 {
-		shard = beUint64(hb[16:24])
-	}
-	dfs := newDiscardFS()
-	h, err := snapshot.ReadStream(io.MultiReader(bytes.NewReader(hb[:n]), r), dfs, "/verify", shard, snapshot.Options{}, nil)
-	if err != nil {
-		return streamInfo{}, err
-	}
-	if h.ImageAppliedIndex != h.SnapshotIndex {
-		return streamInfo{}, fmt.Errorf("%w: image at %d, snapshot index %d", snapshot.ErrInexact, h.ImageAppliedIndex, h.SnapshotIndex)
-	}
-	return streamInfo{
-		ShardID: h.ShardID, ReplicaID: h.ReplicaID, SnapshotIndex: h.SnapshotIndex,
-		ImageAppliedIndex: h.ImageAppliedIndex, FileCount: h.FileCount, TotalBytes: h.TotalBytes,
-		Files: dfs.files,
-	}, nil
-}
-
-func expectEOF(r io.Reader) error {
-	var one [1]byte
-	n, err := r.Read(one[:])
-	if n > 0 {
-		return errors.New("trailing bytes after the stream's trailer")
-	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	if err == nil {
-		return expectEOF(r)
-	}
-	return nil
-}
-
-func beUint64(b []byte) uint64 {
-	var v uint64
-	for _, c := range b[:8] {
-		v = v<<8 | uint64(c)
-	}
-	return v
-}
-
-// discardFS is a filesystem for ReadStream that keeps only the directory
-// tree in memory and throws file contents away, recording each file's
-// name and size.
-type discardFS struct {
-	vfs.FS
-	files []fileInfo
-}
-
-func newDiscardFS() *discardFS {
-	fs := &discardFS{FS: vfs.NewMem(), files: []fileInfo{}}
-	_ = fs.MkdirAll("/verify", 0o755)
-	return fs
-}
-
-func (d *discardFS) Create(name string, cat vfs.DiskWriteCategory) (vfs.File, error) {
-	f, err := d.FS.Create(name, cat)
-	if err != nil {
-		return nil, err
-	}
-	d.files = append(d.files, fileInfo{Name: d.PathBase(name)})
-	return &discardFile{File: f, fs: d, idx: len(d.files) - 1}, nil
-}
-
-type discardFile struct {
-	vfs.File
-	fs  *discardFS
-	idx int
-}
-
-func (f *discardFile) Write(p []byte) (int, error) {
-	// files may have grown (and moved) since Create: index, don't hold.
-	f.fs.files[f.idx].Size += uint64(len(p))
-	return len(p), nil
-}
-
 type countReader struct {
 	r   io.Reader
 	add func(int)
@@ -364,10 +219,6 @@ func (c *countReader) Read(p []byte) (int, error) {
 	c.add(n)
 	return n, err
 }
-
-type readerAtFunc func(p []byte, off int64) (int, error)
-
-func (f readerAtFunc) ReadAt(p []byte, off int64) (int, error) { return f(p, off) }
 
 func printVerify(g *globals, r verifyReport) {
 	w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
