@@ -1,0 +1,214 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/keel-db/keel/sm"
+	"github.com/lni/dragonboat/v4"
+)
+
+// BatcherOptions bound what a Batcher puts in one proposal. Zero fields
+// take the defaults.
+type BatcherOptions struct {
+	// MaxOps is the most writes in one proposal (default 256; at most
+	// sm.MaxTxnItems).
+	MaxOps int
+	// MaxBytes bounds the keys and values of one proposal (default 1 MiB;
+	// at most half of sm.MaxCommandSize, leaving room for the framing).
+	MaxBytes int
+	// MaxInFlight is how many proposals may be outstanding at once
+	// (default 2). Writes that arrive while that many are in flight wait
+	// and leave together in the next one: that wait is what forms
+	// batches. One would serialise proposals behind each Raft round trip;
+	// two keep Dragonboat's pipeline busy while the next batch fills.
+	MaxInFlight int
+	// Timeout bounds each proposal, retries of dropped proposals
+	// included (default 5 s). A caller whose own context ends sooner stops
+	// waiting then.
+	Timeout time.Duration
+}
+
+func (o BatcherOptions) withDefaults() BatcherOptions {
+	if o.MaxOps <= 0 {
+		o.MaxOps = 256
+	}
+	o.MaxOps = min(o.MaxOps, sm.MaxTxnItems)
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 1 << 20
+	}
+	o.MaxBytes = min(o.MaxBytes, sm.MaxCommandSize/2)
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = 2
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Second
+	}
+	return o
+}
+
+// Batcher is group commit for single-key writes: Put and Delete calls made
+// concurrently from many goroutines leave in one Raft proposal, a
+// transaction without conditions, so one Raft entry, one log write and one
+// apply carry many writes. A lone write is proposed as the plain command.
+//
+// Semantics are those of Client.Put and Client.Delete: each call returns
+// after its write was applied, or with an error; a write that is part of a
+// batch was applied exactly when the whole batch was. Writes in one batch
+// were all in flight together, so their order inside it (arrival order) is
+// a valid linearization; two puts of one key in a batch leave the later
+// one. Every write is validated alone before it joins a batch, so one bad
+// write never fails the others. When a proposal fails every call in it gets
+// that error; on a timeout the outcome is unknown, as for Client.Put.
+//
+// Invariants: inFlight <= opts.MaxInFlight; a request is in exactly one of
+// pending, a proposal being made, or answered.
+type Batcher struct {
+	c    *Client
+	opts BatcherOptions
+
+	mu       sync.Mutex // guards pending, inFlight and closed
+	pending  []*batchReq
+	inFlight int
+	closed   bool
+}
+
+// batchReq is one caller's write. done receives exactly one value.
+type batchReq struct {
+	op   sm.TxnOp
+	cmd  []byte // the write encoded alone: validated, and used for a batch of one
+	done chan error
+}
+
+// NewBatcher returns a Batcher proposing through c.
+func NewBatcher(c *Client, opts BatcherOptions) *Batcher {
+	return &Batcher{c: c, opts: opts.withDefaults()}
+}
+
+// Put sets key to value, in a batch with whatever other writes are waiting.
+func (b *Batcher) Put(ctx context.Context, key, value []byte) error {
+	cmd, err := PutCommand(key, value)
+	if err != nil {
+		return err
+	}
+	return b.submit(ctx, &batchReq{op: PutOp(key, value), cmd: cmd})
+}
+
+// Delete removes key, in a batch with whatever other writes are waiting.
+func (b *Batcher) Delete(ctx context.Context, key []byte) error {
+	cmd, err := DeleteCommand(key)
+	if err != nil {
+		return err
+	}
+	return b.submit(ctx, &batchReq{op: DeleteOp(key), cmd: cmd})
+}
+
+// Close refuses new writes with ErrBatcherClosed. Writes already queued
+// are still proposed.
+func (b *Batcher) Close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+}
+
+func (b *Batcher) submit(ctx context.Context, r *batchReq) error {
+	if _, ok := ctx.Deadline(); !ok {
+		return fmt.Errorf("%w: the context has no deadline", dragonboat.ErrDeadlineNotSet)
+	}
+	r.done = make(chan error, 1)
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrBatcherClosed
+	}
+	b.pending = append(b.pending, r)
+	var batch []*batchReq
+	if b.inFlight < b.opts.MaxInFlight {
+		batch = b.takeLocked()
+		b.inFlight++
+	}
+	b.mu.Unlock()
+	if batch != nil {
+		go b.run(batch)
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		// The write may still be applied: same as a proposal timeout.
+		return fmt.Errorf("%w: stopped waiting for a batched write: %v", dragonboat.ErrTimeout, ctx.Err())
+	}
+}
+
+// takeLocked removes the next batch from pending: in arrival order, up to
+// MaxOps writes and MaxBytes of keys and values (always at least one).
+func (b *Batcher) takeLocked() []*batchReq {
+	n, size := 0, 0
+	for n < len(b.pending) && n < b.opts.MaxOps {
+		s := len(b.pending[n].op.Key) + len(b.pending[n].op.Value)
+		if n > 0 && size+s > b.opts.MaxBytes {
+			break
+		}
+		size += s
+		n++
+	}
+	batch := make([]*batchReq, n)
+	copy(batch, b.pending)
+	// Shift rather than reslice, so the backing array does not grow
+	// without bound under a steady load.
+	rest := copy(b.pending, b.pending[n:])
+	clear(b.pending[rest:])
+	b.pending = b.pending[:rest]
+	return batch
+}
+
+// run proposes batch, answers its callers, and goes on with the next
+// batch while writes are pending, so a proposal slot is handed straight
+// over instead of waiting for a new caller.
+func (b *Batcher) run(batch []*batchReq) {
+	for {
+		err := b.propose(batch)
+		for _, r := range batch {
+			r.done <- err
+		}
+		b.mu.Lock()
+		if len(b.pending) == 0 {
+			b.inFlight--
+			b.mu.Unlock()
+			return
+		}
+		batch = b.takeLocked()
+		b.mu.Unlock()
+	}
+}
+
+func (b *Batcher) propose(batch []*batchReq) error {
+	cmd := batch[0].cmd
+	if len(batch) > 1 {
+		ops := make([]sm.TxnOp, len(batch))
+		size := 0
+		for i, r := range batch {
+			ops[i] = r.op
+			size += len(r.cmd)
+		}
+		// Each op was validated alone and takeLocked bounds the count and
+		// bytes, so the transaction is within every codec limit.
+		txn := sm.Command{Op: sm.OpTxn, Ops: ops}
+		cmd = txn.AppendTo(make([]byte, 0, size+16))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
+	defer cancel()
+	o, err := b.c.Propose(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	if err := outcomeErr(o); err != nil {
+		// Unreachable unless the state machine disagrees with the
+		// codec's limits; then every write in the batch failed alike.
+		return errors.Join(err, fmt.Errorf("keel: batch of %d writes", len(batch)))
+	}
+	return nil
+}
