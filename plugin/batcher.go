@@ -78,8 +78,8 @@ type Batcher struct {
 
 // batchReq is one caller's write. done receives exactly one value.
 type batchReq struct {
-	op   sm.TxnOp
-	cmd  []byte // the write encoded alone: validated, and used for a batch of one
+	op   sm.TxnOp // aliases cmd
+	cmd  []byte   // the write encoded alone: validated, and used for a batch of one
 	done chan error
 }
 
@@ -94,7 +94,7 @@ func (b *Batcher) Put(ctx context.Context, key, value []byte) error {
 	if err != nil {
 		return err
 	}
-	return b.submit(ctx, &batchReq{op: PutOp(key, value), cmd: cmd})
+	return b.submit(ctx, cmd)
 }
 
 // Delete removes key, in a batch with whatever other writes are waiting.
@@ -103,7 +103,7 @@ func (b *Batcher) Delete(ctx context.Context, key []byte) error {
 	if err != nil {
 		return err
 	}
-	return b.submit(ctx, &batchReq{op: DeleteOp(key), cmd: cmd})
+	return b.submit(ctx, cmd)
 }
 
 // Close refuses new writes with ErrBatcherClosed. Writes already queued
@@ -114,11 +114,27 @@ func (b *Batcher) Close() {
 	b.mu.Unlock()
 }
 
-func (b *Batcher) submit(ctx context.Context, r *batchReq) error {
+// submit queues the encoded write cmd and waits for its outcome.
+func (b *Batcher) submit(ctx context.Context, cmd []byte) error {
 	if _, ok := ctx.Deadline(); !ok {
 		return fmt.Errorf("%w: the context has no deadline", dragonboat.ErrDeadlineNotSet)
 	}
-	r.done = make(chan error, 1)
+	if err := ctx.Err(); err != nil {
+		// Nobody would wait for this write: never queue it. Client.Put
+		// refuses a past deadline with ErrInvalidDeadline too.
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("%w: refused a batched write: %w", dragonboat.ErrInvalidDeadline, err)
+		}
+		return ctxErr("refused a batched write", err)
+	}
+	// The op aliases cmd, the Batcher's own copy, never the caller's key
+	// and value: a caller whose context ends returns while its write is
+	// still queued and may then reuse those buffers.
+	c, err := sm.Decode(cmd)
+	if err != nil {
+		return err
+	}
+	r := &batchReq{op: sm.TxnOp{Op: c.Op, Key: c.Key, Value: c.Value}, cmd: cmd, done: make(chan error, 1)}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -139,8 +155,19 @@ func (b *Batcher) submit(ctx context.Context, r *batchReq) error {
 		return err
 	case <-ctx.Done():
 		// The write may still be applied: same as a proposal timeout.
-		return fmt.Errorf("%w: stopped waiting for a batched write: %v", dragonboat.ErrTimeout, ctx.Err())
+		return ctxErr("stopped waiting for a batched write", ctx.Err())
 	}
+}
+
+// ctxErr classifies a context's end as Dragonboat's SyncPropose does:
+// ErrCanceled when it was cancelled, ErrTimeout when its deadline passed.
+// Both wrap the context's own error too.
+func ctxErr(what string, err error) error {
+	sentinel := dragonboat.ErrTimeout
+	if errors.Is(err, context.Canceled) {
+		sentinel = dragonboat.ErrCanceled
+	}
+	return fmt.Errorf("%w: %s: %w", sentinel, what, err)
 }
 
 // takeLocked removes the next batch from pending: in arrival order, up to

@@ -8,6 +8,7 @@ import (
 
 	"github.com/keel-db/keel/engine"
 	"github.com/keel-db/keel/sm"
+	"github.com/keel-db/keel/snapshot"
 	"github.com/lni/dragonboat/v4/statemachine"
 )
 
@@ -20,6 +21,11 @@ type Config struct {
 	Engine engine.Options
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// SnapshotStreamBytesPerSecond caps the rate at which a replica writes
+	// a snapshot it sends to a follower or exports (0: no cap). A cap
+	// leaves CPU and disk to the quorum while a follower catches up, which
+	// then takes longer (bench/README.md has the measured trade).
+	SnapshotStreamBytesPerSecond int64
 }
 
 // DataDir is the directory holding a replica's state.
@@ -57,6 +63,7 @@ func (f *Factory) Create(shardID, replicaID uint64) statemachine.IOnDiskStateMac
 		ReplicaID: replicaID,
 		Engine:    f.cfg.Engine,
 		Logger:    f.cfg.Logger,
+		Snapshot:  snapshot.Options{StreamBytesPerSecond: f.cfg.SnapshotStreamBytesPerSecond},
 	})
 	f.mu.Lock()
 	f.sms[[2]uint64{shardID, replicaID}] = s

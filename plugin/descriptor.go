@@ -35,6 +35,8 @@ type JSONConfig struct {
 	RootDir      string `json:"root_dir"`
 	CacheSize    int64  `json:"cache_size,omitempty"`
 	MemTableSize uint64 `json:"memtable_size,omitempty"`
+	// SnapshotStreamBytesPerSecond is Config.SnapshotStreamBytesPerSecond.
+	SnapshotStreamBytesPerSecond int64 `json:"snapshot_stream_bytes_per_second,omitempty"`
 }
 
 // NewDescriptor returns the Descriptor a plugin main package exports.
@@ -56,9 +58,10 @@ func NewDescriptor() Descriptor {
 				return nil, fmt.Errorf("%w: plugin config: %v", ErrConfig, err)
 			}
 			f, err := NewFactory(Config{
-				RootDir: jc.RootDir,
-				Engine:  engine.Options{CacheSize: jc.CacheSize, MemTableSize: jc.MemTableSize},
-				Logger:  slog.Default(),
+				RootDir:                      jc.RootDir,
+				Engine:                       engine.Options{CacheSize: jc.CacheSize, MemTableSize: jc.MemTableSize},
+				Logger:                       slog.Default(),
+				SnapshotStreamBytesPerSecond: jc.SnapshotStreamBytesPerSecond,
 			})
 			if err != nil {
 				return nil, err

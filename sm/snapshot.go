@@ -158,6 +158,8 @@ func (s *StateMachine) SaveSnapshot(ctx interface{}, w io.Writer, done <-chan st
 		Engine:    s.cfg.Engine,
 		ShardID:   s.cfg.ShardID,
 		ReplicaID: s.cfg.ReplicaID,
+		// Exports share the path and the cap: both read the same disk.
+		BytesPerSecond: s.cfg.Snapshot.StreamBytesPerSecond,
 	}, done)
 	if err != nil {
 		s.stats.saveFailed.Add(1)

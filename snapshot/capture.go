@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -164,6 +165,9 @@ type SaveConfig struct {
 	Engine engine.Options
 	// ShardID and ReplicaID go into the header.
 	ShardID, ReplicaID uint64
+	// BytesPerSecond caps the stream's rate (0: no cap); see
+	// Options.StreamBytesPerSecond.
+	BytesPerSecond int64
 }
 
 // Save builds the exact image at Index and streams it to w, then releases
@@ -189,7 +193,18 @@ func (c *Capture) Save(w io.Writer, cfg SaveConfig, stopc <-chan struct{}) (err 
 		return err
 	}
 	h := Header{ShardID: cfg.ShardID, ReplicaID: cfg.ReplicaID, SnapshotIndex: c.index, ImageAppliedIndex: c.index}
-	return WriteStream(w, h, cfg.Root.FS, dir, files, stopc)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if stopc != nil {
+		go func() {
+			select {
+			case <-stopc:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	return WriteStream(throttle(ctx, w, cfg.BytesPerSecond), h, cfg.Root.FS, dir, files, stopc)
 }
 
 // BuildImage writes the exact image at Index into dir (which must not

@@ -53,6 +53,9 @@ type Options struct {
 	// gives up recording and rewinds the whole image instead (correct, but
 	// it reads every key).
 	TouchedBudget int
+	// StreamBytesPerSecond caps how fast a saved snapshot is written to
+	// Dragonboat (streams to followers and exports); 0 means no cap.
+	StreamBytesPerSecond int64
 }
 
 func (o Options) withDefaults() Options {

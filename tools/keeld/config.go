@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/sm"
 )
 
 // config is keeld's parsed command line.
@@ -44,6 +45,11 @@ type config struct {
 	// default, logcompact.DefaultKeepEntries). A follower further behind
 	// catches up by a snapshot stream.
 	LogKeepEntries uint64
+	// WriteBatch is the most single-key writes (PUT and DELETE /kv) that
+	// leave in one Raft proposal (plugin.Batcher); 1 proposes each alone.
+	WriteBatch int
+	// SnapshotRateMiB caps snapshot streams and exports, MiB/s (0: none).
+	SnapshotRateMiB int64
 	// Security holds TLS, token and connection-limit settings (security.go).
 	Security securityConfig
 }
@@ -57,6 +63,9 @@ const (
 	// and how long unsynced applied state waits for an fsync, at the cost of
 	// one metadata-only snapshot (a Sync and ~1 KB) a minute.
 	defaultSnapshotInterval = time.Minute
+	// defaultWriteBatch is plugin.Batcher's default: enough to carry a
+	// Raft round's worth of writes from hundreds of clients.
+	defaultWriteBatch = 256
 )
 
 // RaftDir holds Dragonboat's NodeHost directory (Raft log and metadata).
@@ -82,6 +91,8 @@ func newFlagSet(c *config, members, logLevel *string) *flag.FlagSet {
 	fs.StringVar(&c.SMPlugin, "sm-plugin", "", "load the state machine from this Keel storage plugin (.so) instead of the linked-in one")
 	fs.StringVar(&c.ExportDir, "export-dir", "", "directory POST /admin/export writes to (default <data-dir>/exports)")
 	fs.Uint64Var(&c.LogKeepEntries, "log-keep-entries", 0, "Raft entries the log compactor keeps behind the last snapshot (0: Keel's default, 50000); followers further behind get a snapshot")
+	fs.Int64Var(&c.SnapshotRateMiB, "snapshot-rate", 0, "cap on how fast this replica streams a snapshot to a follower or exports one, MiB/s (0: no cap)")
+	fs.IntVar(&c.WriteBatch, "write-batch", defaultWriteBatch, fmt.Sprintf("most concurrent PUT/DELETE /kv writes sent in one Raft proposal (group commit; 1 turns it off, at most %d)", sm.MaxTxnItems))
 	addSecurityFlags(fs, &c.Security)
 	return fs
 }
@@ -121,6 +132,12 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.SnapshotInterval < 0 {
 		return c, fmt.Errorf("%w: --snapshot-interval must not be negative", errUsage)
+	}
+	if c.SnapshotRateMiB < 0 || c.SnapshotRateMiB > 1<<20 {
+		return c, fmt.Errorf("%w: --snapshot-rate %d must be from 0 to %d MiB/s", errUsage, c.SnapshotRateMiB, 1<<20)
+	}
+	if c.WriteBatch < 1 || c.WriteBatch > sm.MaxTxnItems {
+		return c, fmt.Errorf("%w: --write-batch %d must be from 1 to %d", errUsage, c.WriteBatch, sm.MaxTxnItems)
 	}
 	if c.SnapshotInterval > 0 && c.SnapshotInterval < 100*time.Millisecond {
 		return c, fmt.Errorf("%w: --snapshot-interval %v is below the 100ms minimum", errUsage, c.SnapshotInterval)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"reflect"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/sm"
 )
 
 func TestParseFlagsDefaults(t *testing.T) {
@@ -22,7 +24,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 		DataDir: "keel-data", HTTPAddr: "127.0.0.1:8080", RaftAddr: "127.0.0.1:63001",
 		ShardID: 1, ReplicaID: 1, Members: map[uint64]string{1: "127.0.0.1:63001"}, LogLevel: slog.LevelWarn,
 		SnapshotInterval: time.Minute, LogCompaction: true, ExportDir: "keel-data/exports",
-		Security: securityConfig{MaxConns: defaultMaxConns},
+		WriteBatch: defaultWriteBatch, Security: securityConfig{MaxConns: defaultMaxConns},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)
@@ -80,6 +82,10 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"--snapshot-interval", "often"},
 		{"--snapshot-entries", "-5"},
 		{"--log-compaction=maybe"},
+		{"--write-batch", "0"},
+		{"--write-batch", "-1"},
+		{"--write-batch", "1025"},
+		{"--write-batch", "abc"},
 		{"positional"},
 	} {
 		_, err := parseFlags(args)
@@ -96,6 +102,23 @@ func TestParseFlagsErrors(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"-h"}); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
+	}
+}
+
+func TestParseFlagsWriteBatch(t *testing.T) {
+	if defaultWriteBatch != 256 {
+		t.Fatalf("default --write-batch %d, want 256", defaultWriteBatch)
+	}
+	for _, n := range []int{1, 2, 256, sm.MaxTxnItems} {
+		c, err := parseFlags([]string{"--write-batch", fmt.Sprint(n)})
+		if err != nil || c.WriteBatch != n {
+			t.Errorf("--write-batch %d: %d, %v", n, c.WriteBatch, err)
+		}
+	}
+	// The message names the flag and its bounds.
+	_, err := parseFlags([]string{"--write-batch", "1025"})
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--write-batch 1025 must be from 1 to 1024") {
+		t.Fatalf("--write-batch 1025: %v", err)
 	}
 }
 

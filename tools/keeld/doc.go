@@ -58,6 +58,12 @@
 // 64 KiB of headers, and --max-conns open connections (default 1024;
 // more wait in the accept queue). See security.go.
 //
+// # Profiling
+//
+// KEEL_PPROF=127.0.0.1:6060 in the environment serves net/http/pprof on
+// that loopback address, on its own listener without the token or TLS
+// (pprof.go). It is off by default and refuses non-loopback addresses.
+//
 // # Concurrency
 //
 // net/http serves each request on its own goroutine. The server holds no

@@ -69,6 +69,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	defer ln.Close()
 
 	plugin.UseSlog(slog.New(demoteRoutine(logger.Handler())), cfg.LogLevel)
+	defer startPprof(logger)()
 	factory, err := newFactory(cfg, logger)
 	if err != nil {
 		return err
@@ -145,7 +146,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 // newFactory builds the state machine factory: Keel's own, or the one a
 // storage plugin (--sm-plugin) provides.
 func newFactory(cfg config, logger *slog.Logger) (*plugin.Factory, error) {
-	pc := plugin.Config{RootDir: cfg.SMDir(), Logger: logger}
+	pc := plugin.Config{RootDir: cfg.SMDir(), Logger: logger, SnapshotStreamBytesPerSecond: cfg.SnapshotRateMiB << 20}
 	if cfg.SMPlugin == "" {
 		return plugin.NewFactory(pc)
 	}

@@ -29,8 +29,11 @@ const maxBodyBytes = sm.MaxCommandSize + 64<<10
 // server is keeld's HTTP API over one replica. It holds no mutable state of
 // its own; everything it touches is safe for concurrent use.
 type server struct {
-	nh      *dragonboat.NodeHost
-	client  *plugin.Client
+	nh     *dragonboat.NodeHost
+	client *plugin.Client
+	// writes carries PUT and DELETE /kv: a plugin.Batcher (group commit)
+	// or, with --write-batch 1, the client itself.
+	writes  keyWriter
 	factory *plugin.Factory
 	svc     *services
 	cfg     config
@@ -49,8 +52,19 @@ func newServer(nh *dragonboat.NodeHost, f *plugin.Factory, svc *services, cfg co
 		log:     logger,
 		started: time.Now(),
 	}
+	s.writes = s.client
+	if cfg.WriteBatch > 1 {
+		s.writes = plugin.NewBatcher(s.client, plugin.BatcherOptions{MaxOps: cfg.WriteBatch, Timeout: requestTimeout})
+	}
 	s.metrics = newMetrics(s)
 	return s
+}
+
+// keyWriter is what the single-key write endpoints need; plugin.Client and
+// plugin.Batcher both provide it.
+type keyWriter interface {
+	Put(ctx context.Context, key, value []byte) error
+	Delete(ctx context.Context, key []byte) error
 }
 
 // route is one endpoint: its metrics label and handlers by method.
@@ -202,7 +216,7 @@ func (s *server) handlePut(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	err = s.metrics.timeProposal("put", func() error { return s.client.Put(ctx, key, val) })
+	err = s.metrics.timeProposal("put", func() error { return s.writes.Put(ctx, key, val) })
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -218,7 +232,7 @@ func (s *server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	err = s.metrics.timeProposal("delete", func() error { return s.client.Delete(ctx, key) })
+	err = s.metrics.timeProposal("delete", func() error { return s.writes.Delete(ctx, key) })
 	if err != nil {
 		s.fail(w, err)
 		return
