@@ -11,6 +11,9 @@ ARGS ?=
 BENCH_PKGS ?= ./sm/
 SNAPSHOT_BENCH_PKGS ?= ./snapshot/
 SNAPSHOT_BENCHTIME ?= 5x
+# bench/inproc: replicated writes with no HTTP (three NodeHosts in one
+# process), the baseline that splits the cluster benchmark's cost.
+INPROC_BENCHTIME ?= 20000x
 RESULTS ?= bench/results
 # Extra flags for the cluster benchmark, e.g. CLUSTER_ARGS='-n 50000 -restart-large-mb 2048'.
 CLUSTER_ARGS ?=
@@ -59,6 +62,7 @@ bench: keeld
 	@mkdir -p $(RESULTS)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1s -count 1 -timeout 30m $(BENCH_PKGS) | tee $(RESULTS)/go-bench.txt
 	KEEL_BENCH_LARGE=$(BENCH_LARGE) $(GO) test -run '^$$' -bench . -benchmem -benchtime $(SNAPSHOT_BENCHTIME) -count 1 -timeout 60m $(SNAPSHOT_BENCH_PKGS) | tee -a $(RESULTS)/go-bench.txt
+	$(GO) test -run '^$$' -bench . -benchtime $(INPROC_BENCHTIME) -count 1 -timeout 20m ./bench/inproc/ | tee -a $(RESULTS)/go-bench.txt
 	$(GO) run ./bench/gobench -in $(RESULTS)/go-bench.txt -out $(RESULTS)
 	$(GO) run ./bench/cluster -keeld bin/keeld -out $(RESULTS) $(CLUSTER_ARGS)
 	$(MAKE) bench-logcompact
@@ -69,6 +73,7 @@ bench-quick: keeld
 	@mkdir -p $(RESULTS)/quick
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20ms -count 1 -timeout 5m $(BENCH_PKGS) | tee $(RESULTS)/quick/go-bench.txt
 	$(GO) test -run '^$$' -bench '/(state=10MB|keel|baseline-iterate|disk-seq-write|snappy-over-stream)/state=10MB' -benchmem -benchtime 1x -count 1 -timeout 5m $(SNAPSHOT_BENCH_PKGS) | tee -a $(RESULTS)/quick/go-bench.txt
+	$(GO) test -run '^$$' -bench . -benchtime 300x -count 1 -timeout 5m ./bench/inproc/ | tee -a $(RESULTS)/quick/go-bench.txt
 	$(GO) run ./bench/gobench -in $(RESULTS)/quick/go-bench.txt -out $(RESULTS)/quick
 	$(GO) run ./bench/cluster -quick -keeld bin/keeld -out $(RESULTS)/quick $(CLUSTER_ARGS)
 

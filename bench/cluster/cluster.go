@@ -32,6 +32,9 @@ type fleet struct {
 	root  string // temporary root; every cluster lives under it
 	args  []string
 	hc    *http.Client
+	// pprof: start every keeld with KEEL_PPROF on a loopback port of its
+	// own (replica.pprofAddr), so the benchmark can profile it.
+	pprof bool
 
 	mu      sync.Mutex // guards running and closed
 	running map[*replica]struct{}
@@ -79,11 +82,12 @@ func (f *fleet) cleanup() {
 // replica is one keeld process slot: its addresses and directory persist
 // across restarts; cmd and exited change with each start.
 type replica struct {
-	id       uint64
-	dir      string
-	httpAddr string
-	raftAddr string
-	members  string
+	id        uint64
+	dir       string
+	httpAddr  string
+	raftAddr  string
+	members   string
+	pprofAddr string // KEEL_PPROF address when the fleet profiles
 
 	mu     sync.Mutex // guards cmd and exited, replaced at each start
 	cmd    *exec.Cmd
@@ -152,7 +156,7 @@ func freePorts(n int) ([]string, error) {
 // newCluster creates and starts a three-replica cluster and waits for a
 // leader.
 func (f *fleet) newCluster(ctx context.Context, name string) (*cluster, error) {
-	ports, err := freePorts(6)
+	ports, err := freePorts(9)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +171,7 @@ func (f *fleet) newCluster(ctx context.Context, name string) (*cluster, error) {
 			return nil, err
 		}
 		c.reps = append(c.reps, &replica{id: uint64(i + 1), dir: dir,
-			httpAddr: ports[i], raftAddr: ports[3+i], members: strings.Join(members, ",")})
+			httpAddr: ports[i], raftAddr: ports[3+i], pprofAddr: ports[6+i], members: strings.Join(members, ",")})
 	}
 	if err := c.startAll(ctx); err != nil {
 		c.stopAll(false)
@@ -194,6 +198,9 @@ func (f *fleet) start(r *replica) error {
 		"--replica-id", fmt.Sprint(r.id), "--members", r.members}, f.args...)
 	cmd := exec.Command(f.keeld, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if f.pprof {
+		cmd.Env = append(os.Environ(), "KEEL_PPROF="+r.pprofAddr)
+	}
 	// Pdeathsig: keeld dies with the benchmark even when it is SIGKILLed.
 	// Setpgid: a terminal's Ctrl-C reaches only the benchmark, which then
 	// stops keeld itself.

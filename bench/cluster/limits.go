@@ -9,15 +9,22 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // limitsResult is what the machine can do on the replicas' filesystem.
 type limitsResult struct {
 	Dir                 string  `json:"dir"`
 	FdatasyncAppendsSec float64 `json:"fdatasync_4k_appends_per_sec"`
-	SeqWriteMiBSec      float64 `json:"seq_write_mib_per_sec"`
-	SeqWriteBytes       int64   `json:"seq_write_bytes"`
-	HardLinksSec        float64 `json:"hard_links_per_sec"`
+	// FdatasyncP50US and FdatasyncP99US are the latency of one append +
+	// fdatasync: a Raft write waits for a few of them in sequence (the
+	// leader's log, a follower's log, the leader's commit record).
+	FdatasyncP50US float64 `json:"fdatasync_p50_us"`
+	FdatasyncP99US float64 `json:"fdatasync_p99_us"`
+	SeqWriteMiBSec float64 `json:"seq_write_mib_per_sec"`
+	SeqWriteBytes  int64   `json:"seq_write_bytes"`
+	HardLinksSec   float64 `json:"hard_links_per_sec"`
 }
 
 // measureLimits runs the three probes in dir, each bounded by d (and by a
@@ -30,7 +37,7 @@ func measureLimits(dir string, d time.Duration, seqBytes int64) (limitsResult, e
 	}
 	defer os.RemoveAll(work)
 	var err error
-	if res.FdatasyncAppendsSec, err = fdatasyncAppends(filepath.Join(work, "append"), d, 100_000); err != nil {
+	if res.FdatasyncAppendsSec, res.FdatasyncP50US, res.FdatasyncP99US, err = fdatasyncAppends(filepath.Join(work, "append"), d, 100_000); err != nil {
 		return res, fmt.Errorf("fdatasync appends: %w", err)
 	}
 	if res.SeqWriteMiBSec, res.SeqWriteBytes, err = seqWrite(filepath.Join(work, "seq"), d, seqBytes); err != nil {
@@ -45,25 +52,28 @@ func measureLimits(dir string, d time.Duration, seqBytes int64) (limitsResult, e
 // fdatasyncAppends appends 4 KiB blocks, each followed by fdatasync, as a
 // write-ahead log does: the ceiling on durable commits per second for one
 // writer that does not batch.
-func fdatasyncAppends(path string, d time.Duration, maxOps int) (float64, error) {
+func fdatasyncAppends(path string, d time.Duration, maxOps int) (perSec, p50us, p99us float64, err error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	defer f.Close()
 	buf := make([]byte, 4096)
 	_, _ = rand.Read(buf)
+	h := hdrhistogram.New(histMin, histMax, 3)
 	start := time.Now()
 	n := 0
 	for ; n < maxOps && time.Since(start) < d; n++ {
+		t0 := time.Now()
 		if _, err := f.Write(buf); err != nil {
-			return 0, err
+			return 0, 0, 0, err
 		}
 		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
-			return 0, err
+			return 0, 0, 0, err
 		}
+		_ = h.RecordValue(min(max(time.Since(t0).Microseconds(), histMin), histMax))
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	return float64(n) / time.Since(start).Seconds(), float64(h.ValueAtQuantile(50)), float64(h.ValueAtQuantile(99)), nil
 }
 
 // seqWrite writes up to size bytes in 1 MiB blocks of random data and

@@ -5,6 +5,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -34,7 +36,13 @@ type load struct {
 	Limit     time.Duration // wall-clock bound
 	Prefix    byte          // first byte of every key; runs use distinct prefixes
 	ValueSize int
-	Stop      <-chan struct{} // optional
+	// Txn sends the puts as POST /txn without conditions, Batch (at
+	// least 1) per request; latency is then the request's, counted once
+	// per key. keeld's group commit does not merge txns, so each request
+	// is one Raft entry: leaveBehind relies on that to grow the log.
+	Txn   bool
+	Batch int
+	Stop  <-chan struct{} // optional
 }
 
 // loadResult is what a load measured. Latency is from a put's first
@@ -93,16 +101,21 @@ func (l load) run(ctx context.Context, hc *http.Client, target *replica) loadRes
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
 			val := make([]byte, l.ValueSize)
+			batch := int64(1)
+			if l.Txn {
+				batch = int64(max(l.Batch, 1))
+			}
 			for {
-				i := next.Add(1) - 1
+				i := next.Add(batch) - batch
 				if i >= l.N || time.Now().After(deadline) || ctx.Err() != nil || closed(l.Stop) {
 					return
 				}
-				for j := 0; j+8 <= len(val); j += 8 {
-					v := rng.Uint64()
-					for b := 0; b < 8; b++ {
-						val[j+b] = byte(v >> (8 * b))
-					}
+				n := min(batch, l.N-i)
+				var body []byte
+				if !l.Txn {
+					randomBytes(rng, val)
+				} else {
+					body = txnBody(rng, l.Prefix, i, n, l.ValueSize)
 				}
 				t0 := time.Now()
 				ok := false
@@ -110,7 +123,13 @@ func (l load) run(ctx context.Context, hc *http.Client, target *replica) loadRes
 					if a > 0 {
 						sleep(ctx, time.Duration(a)*20*time.Millisecond)
 					}
-					code, err := put(ctx, hc, target, key(l.Prefix, i), val)
+					var code int
+					var err error
+					if !l.Txn {
+						code, err = put(ctx, hc, target, key(l.Prefix, i), val)
+					} else {
+						code, err = postTxn(ctx, hc, target, body)
+					}
 					ok = err == nil
 					if !ok {
 						errs.Add(1)
@@ -126,7 +145,7 @@ func (l load) run(ctx context.Context, hc *http.Client, target *replica) loadRes
 					continue
 				}
 				us := time.Since(t0).Microseconds()
-				_ = h.RecordValue(min(max(us, histMin), histMax))
+				_ = h.RecordValues(min(max(us, histMin), histMax), n)
 			}
 		}(hists[w], kinds[w], uint64(w)+uint64(l.Prefix)<<32)
 	}
@@ -151,6 +170,57 @@ func (l load) run(ctx context.Context, hc *http.Client, target *replica) loadRes
 		res.MBPerSec = res.OpsPerSec * float64(l.ValueSize+16) / 1e6
 	}
 	return res
+}
+
+// randomBytes fills b from rng.
+func randomBytes(rng *rand.Rand, b []byte) {
+	for j := 0; j+8 <= len(b); j += 8 {
+		v := rng.Uint64()
+		for k := 0; k < 8; k++ {
+			b[j+k] = byte(v >> (8 * k))
+		}
+	}
+}
+
+// txnBody is a POST /txn body putting keys i..i+n-1. JSON strings must be
+// UTF-8, so values are hex of random bytes (still incompressible to
+// Snappy, which has no entropy coder).
+func txnBody(rng *rand.Rand, prefix byte, i, n int64, valueSize int) []byte {
+	raw := make([]byte, (valueSize+1)/2)
+	var b bytes.Buffer
+	b.WriteString(`{"then":[`)
+	for j := int64(0); j < n; j++ {
+		if j > 0 {
+			b.WriteByte(',')
+		}
+		randomBytes(rng, raw)
+		fmt.Fprintf(&b, `{"put":%q,"value":"%s"}`, key(prefix, i+j), hex.EncodeToString(raw)[:valueSize])
+	}
+	b.WriteString(`]}`)
+	return b.Bytes()
+}
+
+// postTxn sends a txn body; nil only on 200 with "succeeded": true.
+func postTxn(ctx context.Context, hc *http.Client, r *replica, body []byte) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url("/txn"), bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	var out struct {
+		Succeeded bool `json:"succeeded"`
+	}
+	derr := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out)
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || derr != nil || !out.Succeeded {
+		return resp.StatusCode, fmt.Errorf("%w: POST /txn %d", errHTTP, resp.StatusCode)
+	}
+	return resp.StatusCode, nil
 }
 
 // put writes one key; nil only on 204. The status is 0 when there was no

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,8 +40,18 @@ type options struct {
 	SeqMB          int64         `json:"seq_write_mb"`
 	PhaseLimit     time.Duration `json:"phase_limit"`
 	SampleInterval time.Duration `json:"sample_interval"`
+	Profile        time.Duration `json:"profile,omitempty"`
+	TxnBatch       int           `json:"txn_batch"`
+	TxnK           int           `json:"txn_k"`
+	Phases         []string      `json:"phases"`
 	Replot         string        `json:"-"`
 }
+
+// allPhases are the phases -phases can name, in the order they run.
+var allPhases = []string{"limits", "write", "under-load", "catch-up", "restart"}
+
+// runs reports whether phase p was selected.
+func (o options) runs(p string) bool { return slices.Contains(o.Phases, p) }
 
 func parseOptions(args []string) (options, error) {
 	var o options
@@ -65,6 +76,10 @@ func parseOptions(args []string) (options, error) {
 	fs.DurationVar(&o.PhaseLimit, "phase-limit", 10*time.Minute, "time bound of each load")
 	fs.DurationVar(&o.SampleInterval, "sample-interval", 500*time.Millisecond, "disk and memory sampling interval")
 	fs.StringVar(&o.Replot, "replot", "", "only redraw the charts of this cluster.json into its directory")
+	fs.DurationVar(&o.Profile, "profile", 0, "take a CPU profile this long of every keeld (KEEL_PPROF) at the start of each write run, into <out>/profiles/")
+	fs.IntVar(&o.TxnBatch, "txn-batch", 64, "puts per POST /txn in the extra write run that batches requests (0 skips it)")
+	fs.IntVar(&o.TxnK, "txn-k", 16, "K for the batched write run")
+	phases := fs.String("phases", strings.Join(allPhases, ","), "phases to run, comma separated")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -94,7 +109,21 @@ func parseOptions(args []string) (options, error) {
 		}
 		o.Ks = append(o.Ks, k)
 	}
+	for _, p := range strings.Split(*phases, ",") {
+		p = strings.TrimSpace(p)
+		if !slices.Contains(allPhases, p) {
+			return o, fmt.Errorf("-phases: %q is not one of %s", p, strings.Join(allPhases, ", "))
+		}
+		// -under-load=false predates -phases and still turns it off.
+		if p != "under-load" || o.UnderLoad {
+			o.Phases = append(o.Phases, p)
+		}
+	}
 	switch {
+	case o.TxnBatch < 0 || o.TxnBatch > 1000 || o.TxnK < 1:
+		return o, errors.New("-txn-batch must be from 0 to 1000 and -txn-k at least 1")
+	case o.Profile < 0 || o.Profile > 5*time.Minute:
+		return o, errors.New("-profile must be from 0 to 5m")
 	case o.N < 1:
 		return o, errors.New("-n must be at least 1")
 	case o.CatchUpKeys < 1:
@@ -167,6 +196,7 @@ func run(ctx context.Context, o options) error {
 		maxK = max(maxK, k)
 	}
 	fl := newFleet(keeld, root, strings.Fields(o.KeeldArgs), maxK+64)
+	fl.pprof = o.Profile > 0
 	defer fl.cleanup()
 
 	rep := &report{Started: started.UTC().Format(time.RFC3339), Host: hostInfo(), Config: o,
@@ -182,16 +212,22 @@ func run(ctx context.Context, o options) error {
 	sdone := make(chan struct{})
 	go func() { defer close(sdone); smp.run(sctx) }()
 
-	logf("limits in %s", root)
-	if l, err := measureLimits(root, time.Duration(o.LimitsSeconds*float64(time.Second)), o.SeqMB<<20); err != nil {
-		fail("limits", err)
-	} else {
-		rep.Limits = &l
-		logf("limits: %.0f fdatasync'd 4 KiB appends/s, %.0f MiB/s sequential, %.0f links/s", l.FdatasyncAppendsSec, l.SeqWriteMiBSec, l.HardLinksSec)
+	if o.runs("limits") {
+		logf("limits in %s", root)
+		if l, err := measureLimits(root, time.Duration(o.LimitsSeconds*float64(time.Second)), o.SeqMB<<20); err != nil {
+			fail("limits", err)
+		} else {
+			rep.Limits = &l
+			logf("limits: %.0f fdatasync'd 4 KiB appends/s (p50 %.0f µs, p99 %.0f µs), %.0f MiB/s sequential, %.0f links/s",
+				l.FdatasyncAppendsSec, l.FdatasyncP50US, l.FdatasyncP99US, l.SeqWriteMiBSec, l.HardLinksSec)
+		}
 	}
 
-	catchUpDone := false
+	catchUpDone := !o.runs("catch-up")
 	for i, k := range o.Ks {
+		if !o.runs("write") {
+			break
+		}
 		if ctx.Err() != nil {
 			break
 		}
@@ -203,7 +239,7 @@ func run(ctx context.Context, o options) error {
 		}
 		smp.set(c, name)
 		logf("%s: %d puts", name, o.N)
-		w, err := writePhase(ctx, c, k, o.N, byte('a'+i), o.PhaseLimit)
+		w, err := writePhase(ctx, c, k, 1, o.N, byte('a'+i), o.PhaseLimit, o.profiler(name))
 		if err != nil {
 			fail(name, err)
 		}
@@ -212,7 +248,7 @@ func run(ctx context.Context, o options) error {
 			logf("%s: %.0f ops/s p50 %.2f p99 %.2f p99.9 %.2f max %.2f ms, server %.1f µs/op, client %.1f µs/op, %d errors",
 				name, w.OpsPerSec, w.Latency.P50, w.Latency.P99, w.Latency.P999, w.Latency.Max, w.ServerCPUPerOpUS, w.ClientCPUPerOpUS, w.Errors)
 		}
-		if err == nil && o.UnderLoad && k == o.UnderLoadK {
+		if err == nil && o.runs("under-load") && k == o.UnderLoadK {
 			smp.set(c, "snapshot-under-load")
 			logf("snapshot-under-load: follower down, writing past the compacted log")
 			if b, err := leaveBehind(ctx, c, o.CatchUpKeys, 64, 'p', o.PhaseLimit); err != nil {
@@ -233,7 +269,7 @@ func run(ctx context.Context, o options) error {
 			logf("catch-up: follower down, writing past the compacted log")
 			if b, err := leaveBehind(ctx, c, o.CatchUpKeys, 64, 'q', o.PhaseLimit); err != nil {
 				fail("catch-up", err)
-			} else if cu, err := restartFollower(ctx, c, b, o.PhaseLimit); err != nil {
+			} else if cu, err := restartFollower(ctx, c, b, o.PhaseLimit, o.profiler("catch-up")); err != nil {
 				fail("catch-up", err)
 			} else {
 				if rep.Limits != nil && rep.Limits.SeqWriteMiBSec > 0 {
@@ -249,7 +285,27 @@ func run(ctx context.Context, o options) error {
 		_ = os.RemoveAll(filepath.Join(root, name))
 	}
 
-	if ctx.Err() == nil {
+	if ctx.Err() == nil && o.runs("write") && o.TxnBatch > 1 {
+		name := fmt.Sprintf("write-k%d-txn%d", o.TxnK, o.TxnBatch)
+		if c, err := fl.newCluster(ctx, name); err != nil {
+			fail(name, err)
+		} else {
+			smp.set(c, name)
+			logf("%s: %d puts, %d per POST /txn", name, o.N, o.TxnBatch)
+			w, err := writePhase(ctx, c, o.TxnK, o.TxnBatch, o.N, 'w', o.PhaseLimit, o.profiler(name))
+			if err != nil {
+				fail(name, err)
+			}
+			if w.Ops > 0 {
+				rep.WriteTxn = append(rep.WriteTxn, w)
+				logf("%s: %.0f puts/s p50 %.2f p99 %.2f ms per request, server %.1f µs/put, client %.1f µs/put, %d errors",
+					name, w.OpsPerSec, w.Latency.P50, w.Latency.P99, w.ServerCPUPerOpUS, w.ClientCPUPerOpUS, w.Errors)
+			}
+			c.stopAll(false)
+			_ = os.RemoveAll(filepath.Join(root, name))
+		}
+	}
+	if ctx.Err() == nil && o.runs("restart") {
 		restartPhase(ctx, fl, smp, o, rep, fail)
 	}
 

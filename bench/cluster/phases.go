@@ -17,6 +17,9 @@ import (
 // writeResult is the write phase at one K.
 type writeResult struct {
 	K int `json:"k"`
+	// PutsPerRequest is 1 for PUT /kv; more for POST /txn batches
+	// (write_txn runs), where ops are keys, not requests.
+	PutsPerRequest int `json:"puts_per_request"`
 	loadResult
 	ServerCPUSeconds float64 `json:"server_cpu_seconds"` // three replicas together
 	ServerCPUPerOpUS float64 `json:"server_cpu_us_per_op"`
@@ -25,15 +28,17 @@ type writeResult struct {
 }
 
 // writePhase puts n keys with k clients through the leader.
-func writePhase(ctx context.Context, c *cluster, k int, n int64, prefix byte, limit time.Duration) (writeResult, error) {
+func writePhase(ctx context.Context, c *cluster, k, batch int, n int64, prefix byte, limit time.Duration, prof *profiler) (writeResult, error) {
 	leader, err := c.waitLeader(ctx, startTimeout)
 	if err != nil {
 		return writeResult{}, err
 	}
 	cpu0, cl0 := c.cpuSeconds(), clientCPU()
-	lr := load{K: k, N: n, Limit: limit, Prefix: prefix, ValueSize: 256}.run(ctx, c.f.hc, leader)
-	res := writeResult{K: k, loadResult: lr,
+	waitProfiles := prof.start(ctx, c)
+	lr := load{K: k, N: n, Limit: limit, Prefix: prefix, ValueSize: 256, Txn: batch > 1, Batch: batch}.run(ctx, c.f.hc, leader)
+	res := writeResult{K: k, PutsPerRequest: max(batch, 1), loadResult: lr,
 		ServerCPUSeconds: c.cpuSeconds() - cpu0, ClientCPUSeconds: (clientCPU() - cl0).Seconds()}
+	waitProfiles() // after the CPU reading: serving a profile costs CPU too
 	if lr.Ops > 0 {
 		res.ServerCPUPerOpUS = res.ServerCPUSeconds / float64(lr.Ops) * 1e6
 		res.ClientCPUPerOpUS = res.ClientCPUSeconds / float64(lr.Ops) * 1e6
@@ -57,8 +62,7 @@ type behind struct {
 // needs a snapshot. It writes m keys, asks for a snapshot (POST
 // /admin/snapshot), and repeats (at most four times) until the leader's
 // first index passes the follower's.
-func leaveBehind(ctx context.Context, c *cluster, m int64, k int, prefix byte, limit time.Duration) (behind, error) {
-	var b behind
+func leaveBehind(ctx context.Context, c *cluster, m int64, k int, prefix byte, limit time.Duration) (b behind, err error) {
 	leader, err := c.waitLeader(ctx, startTimeout)
 	if err != nil {
 		return b, err
@@ -72,9 +76,18 @@ func leaveBehind(ctx context.Context, c *cluster, m int64, k int, prefix byte, l
 		return b, err
 	}
 	c.f.stop(f, false)
+	// On failure the follower comes back, so the phases after this one
+	// still have all three replicas (two down would leave no quorum).
+	defer func() {
+		if err != nil {
+			_ = c.f.start(f)
+		}
+	}()
 	b.leader, b.follower, b.stoppedAt = leader, f, st.AppliedIndex
 	for round := 0; round < 4; round++ {
-		lr := load{K: k, N: m, Limit: limit, Prefix: prefix + byte(round), ValueSize: 256}.run(ctx, c.f.hc, leader)
+		// One put per POST /txn: one Raft entry per key whatever keeld's
+		// --write-batch, so m keys grow the log by m entries.
+		lr := load{K: k, N: m, Limit: limit, Prefix: prefix + byte(round), ValueSize: 256, Txn: true, Batch: 1}.run(ctx, c.f.hc, leader)
 		b.written += lr.Ops
 		if lr.Ops == 0 {
 			return b, fmt.Errorf("writing past the follower: no put succeeded (%d errors)", lr.Errors)
@@ -142,7 +155,7 @@ type catchUpResult struct {
 
 // restartFollower restarts b's follower and waits until it has applied the
 // leader's applied index as of the restart.
-func restartFollower(ctx context.Context, c *cluster, b behind, limit time.Duration) (catchUpResult, error) {
+func restartFollower(ctx context.Context, c *cluster, b behind, limit time.Duration, prof *profiler) (catchUpResult, error) {
 	res := catchUpResult{KeysWrittenWhileDown: b.written, FollowerStoppedAt: b.stoppedAt, LeaderFirstIndex: b.leaderFirst}
 	st, err := c.status(ctx, b.leader)
 	if err != nil {
@@ -184,6 +197,8 @@ func restartFollower(ctx context.Context, c *cluster, b behind, limit time.Durat
 		return err == nil
 	})
 	res.StartupSeconds = time.Since(start).Seconds()
+	waitProfiles := prof.start(ctx, c)
+	defer waitProfiles()
 	if err := c.waitApplied(ctx, b.follower, res.TargetIndex, limit); err != nil {
 		return res, err
 	}
@@ -262,7 +277,7 @@ func snapshotUnderLoad(ctx context.Context, c *cluster, b behind, k int, prefix 
 	go func() {
 		done <- load{K: k, N: 1 << 40, Limit: limit, Prefix: prefix, ValueSize: 256, Stop: stop}.run(ctx, c.f.hc, b.leader)
 	}()
-	cu, err := restartFollower(ctx, c, b, limit)
+	cu, err := restartFollower(ctx, c, b, limit, nil) // a profile would outlast the catch-up and stretch the load
 	close(stop)
 	res.loadResult = <-done
 	res.CatchUp = cu

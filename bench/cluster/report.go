@@ -11,16 +11,20 @@ import (
 
 // report is cluster.json.
 type report struct {
-	Started string           `json:"started"`
-	Seconds float64          `json:"seconds"`
-	Host    host             `json:"host"`
-	Config  options          `json:"config"`
-	Notes   []string         `json:"notes"`
-	Limits  *limitsResult    `json:"limits,omitempty"`
-	Write   []writeResult    `json:"write"`
-	Under   *underLoadResult `json:"snapshot_under_load,omitempty"`
-	CatchUp *catchUpResult   `json:"catch_up,omitempty"`
-	Restart []restartResult  `json:"restart"`
+	Started string        `json:"started"`
+	Seconds float64       `json:"seconds"`
+	Host    host          `json:"host"`
+	Config  options       `json:"config"`
+	Notes   []string      `json:"notes"`
+	Limits  *limitsResult `json:"limits,omitempty"`
+	Write   []writeResult `json:"write"`
+	// WriteTxn are write runs with many puts per request (POST /txn): what
+	// Keel does when HTTP's per-request cost is shared. Not used for the
+	// targets, which are per PUT.
+	WriteTxn []writeResult    `json:"write_txn,omitempty"`
+	Under    *underLoadResult `json:"snapshot_under_load,omitempty"`
+	CatchUp  *catchUpResult   `json:"catch_up,omitempty"`
+	Restart  []restartResult  `json:"restart"`
 	// RestartRatio is the large state's median restart over the small's.
 	RestartRatio float64  `json:"restart_ratio,omitempty"`
 	Disk         diskMem  `json:"disk_and_memory"`
