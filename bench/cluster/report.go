@@ -141,9 +141,18 @@ func (r *report) targets() []target {
 		out = append(out, check("restart at >= 1 GB", "<= 0.5", "s", 0, false, false, "large state skipped (-restart-large-mb)"))
 		out = append(out, check("restart at 1 GB / at 10 MB", "<= 1.5", "x", r.RestartRatio, false, false, "large state skipped"))
 	}
-	raftMiB := float64(r.Disk.PeakRaftBytes) / (1 << 20)
-	out = append(out, check("Raft log allocated per replica (peak)", "<= 64", "MiB", raftMiB, raftMiB <= 64, len(r.Disk.Samples) > 0,
-		fmt.Sprintf("DIR/raft without snapshot staging; staged snapshot streams peaked at %.0f MiB", float64(r.Disk.PeakRaftSnapBytes)/(1<<20))))
+	// The target is for the write runs (256-byte values); the peak over
+	// the whole run, 64 KiB fills included, is reported beside it.
+	var raftWrite uint64
+	for phase, v := range r.Disk.PeakRaftByPhase {
+		if strings.HasPrefix(phase, "write-") {
+			raftWrite = max(raftWrite, v)
+		}
+	}
+	raftMiB := float64(raftWrite) / (1 << 20)
+	out = append(out, check("Raft log allocated per replica during writes (peak)", "<= 64", "MiB", raftMiB, raftMiB <= 64, raftWrite > 0,
+		fmt.Sprintf("DIR/raft without snapshot staging; whole run %.0f MiB; staged snapshot streams peaked at %.0f MiB",
+			float64(r.Disk.PeakRaftBytes)/(1<<20), float64(r.Disk.PeakRaftSnapBytes)/(1<<20))))
 	var rss uint64
 	for phase, v := range r.Disk.PeakRSSByPhase {
 		if strings.HasPrefix(phase, "restart-large") || strings.HasPrefix(phase, "fill-large") {

@@ -106,8 +106,8 @@ func TestParseFlagsErrors(t *testing.T) {
 }
 
 func TestParseFlagsWriteBatch(t *testing.T) {
-	if defaultWriteBatch != 256 {
-		t.Fatalf("default --write-batch %d, want 256", defaultWriteBatch)
+	if defaultWriteBatch != 1 {
+		t.Fatalf("default --write-batch %d, want 1 (off: bench/README.md)", defaultWriteBatch)
 	}
 	for _, n := range []int{1, 2, 256, sm.MaxTxnItems} {
 		c, err := parseFlags([]string{"--write-batch", fmt.Sprint(n)})
