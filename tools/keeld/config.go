@@ -50,6 +50,10 @@ type config struct {
 	WriteBatch int
 	// SnapshotRateMiB caps snapshot streams and exports, MiB/s (0: none).
 	SnapshotRateMiB int64
+	// GoMemoryLimitMiB is the Go runtime's soft memory limit
+	// (debug.SetMemoryLimit), 0 for none; GOMEMLIMIT in the environment
+	// wins over it.
+	GoMemoryLimitMiB int64
 	// Security holds TLS, token and connection-limit settings (security.go).
 	Security securityConfig
 }
@@ -68,6 +72,12 @@ const (
 	// and slower at K=16, because it caps proposals in flight
 	// (bench/README.md). 256 is the value to try under heavy load.
 	defaultWriteBatch = 1
+	// defaultGoMemoryLimitMiB keeps a replica inside Keel's 200 MiB RSS
+	// budget: while filling 1 GB with 64 KiB values the Go heap grew to
+	// twice its live size (GOGC 100) and peak RSS was 225-229 MiB; with
+	// this limit 189-195 MiB at the same fill rate (bench/README.md).
+	// Pebble's block cache and memtables (about 50 MiB) are outside it.
+	defaultGoMemoryLimitMiB = 96
 )
 
 // RaftDir holds Dragonboat's NodeHost directory (Raft log and metadata).
@@ -93,6 +103,7 @@ func newFlagSet(c *config, members, logLevel *string) *flag.FlagSet {
 	fs.StringVar(&c.SMPlugin, "sm-plugin", "", "load the state machine from this Keel storage plugin (.so) instead of the linked-in one")
 	fs.StringVar(&c.ExportDir, "export-dir", "", "directory POST /admin/export writes to (default <data-dir>/exports)")
 	fs.Uint64Var(&c.LogKeepEntries, "log-keep-entries", 0, "Raft entries the log compactor keeps behind the last snapshot (0: Keel's default, 50000); followers further behind get a snapshot")
+	fs.Int64Var(&c.GoMemoryLimitMiB, "go-memory-limit", defaultGoMemoryLimitMiB, "soft limit on the Go heap, MiB (0: none; GOMEMLIMIT overrides it); Pebble's caches are outside it")
 	fs.Int64Var(&c.SnapshotRateMiB, "snapshot-rate", 0, "cap on how fast this replica streams a snapshot to a follower or exports one, MiB/s (0: no cap)")
 	fs.IntVar(&c.WriteBatch, "write-batch", defaultWriteBatch, fmt.Sprintf("most concurrent PUT/DELETE /kv writes sent in one Raft proposal (group commit, e.g. 256; 1, the default, turns it off; at most %d)", sm.MaxTxnItems))
 	addSecurityFlags(fs, &c.Security)
@@ -134,6 +145,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.SnapshotInterval < 0 {
 		return c, fmt.Errorf("%w: --snapshot-interval must not be negative", errUsage)
+	}
+	if c.GoMemoryLimitMiB < 0 || c.GoMemoryLimitMiB > 1<<30 {
+		return c, fmt.Errorf("%w: --go-memory-limit %d must be from 0 to %d MiB", errUsage, c.GoMemoryLimitMiB, 1<<30)
 	}
 	if c.SnapshotRateMiB < 0 || c.SnapshotRateMiB > 1<<20 {
 		return c, fmt.Errorf("%w: --snapshot-rate %d must be from 0 to %d MiB/s", errUsage, c.SnapshotRateMiB, 1<<20)

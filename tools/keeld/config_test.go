@@ -5,8 +5,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"reflect"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +26,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 		DataDir: "keel-data", HTTPAddr: "127.0.0.1:8080", RaftAddr: "127.0.0.1:63001",
 		ShardID: 1, ReplicaID: 1, Members: map[uint64]string{1: "127.0.0.1:63001"}, LogLevel: slog.LevelWarn,
 		SnapshotInterval: time.Minute, LogCompaction: true, ExportDir: "keel-data/exports",
-		WriteBatch: defaultWriteBatch, Security: securityConfig{MaxConns: defaultMaxConns},
+		WriteBatch: defaultWriteBatch, GoMemoryLimitMiB: defaultGoMemoryLimitMiB, Security: securityConfig{MaxConns: defaultMaxConns},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)
@@ -86,6 +88,9 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"--write-batch", "-1"},
 		{"--write-batch", "1025"},
 		{"--write-batch", "abc"},
+		{"--go-memory-limit", "-1"},
+		{"--go-memory-limit", "lots"},
+		{"--snapshot-rate", "-1"},
 		{"positional"},
 	} {
 		_, err := parseFlags(args)
@@ -102,6 +107,30 @@ func TestParseFlagsErrors(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"-h"}); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
+	}
+}
+
+// TestSetMemoryLimit: the flag sets the runtime's limit; GOMEMLIMIT in the
+// environment wins; 0 leaves it alone.
+func TestSetMemoryLimit(t *testing.T) {
+	orig := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(orig) })
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	t.Setenv("GOMEMLIMIT", "")
+	setMemoryLimit(77, logger)
+	if got := debug.SetMemoryLimit(-1); got != 77<<20 {
+		t.Fatalf("limit %d after --go-memory-limit 77, want %d", got, 77<<20)
+	}
+	debug.SetMemoryLimit(orig)
+	setMemoryLimit(0, logger)
+	if got := debug.SetMemoryLimit(-1); got != orig {
+		t.Fatalf("limit %d after --go-memory-limit 0, want it untouched (%d)", got, orig)
+	}
+	t.Setenv("GOMEMLIMIT", "500MiB")
+	setMemoryLimit(77, logger)
+	if got := debug.SetMemoryLimit(-1); got != orig {
+		t.Fatalf("limit %d with GOMEMLIMIT set, want it untouched (%d)", got, orig)
 	}
 }
 

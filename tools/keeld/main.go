@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,6 +43,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	setMemoryLimit(cfg.GoMemoryLimitMiB, logger)
 	// Installed before anything starts, so an early signal still ends in an
 	// orderly shutdown rather than killing the process mid-start-up.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -141,6 +143,16 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	svc.stop()
 	closeNH()
 	return nil
+}
+
+// setMemoryLimit applies --go-memory-limit unless GOMEMLIMIT is set: the
+// environment is Go's own knob and an operator who set it meant it.
+func setMemoryLimit(mib int64, logger *slog.Logger) {
+	if mib == 0 || os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	debug.SetMemoryLimit(mib << 20)
+	logger.Debug("go memory limit", "mib", mib)
 }
 
 // newFactory builds the state machine factory: Keel's own, or the one a
