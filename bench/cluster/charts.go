@@ -65,6 +65,12 @@ func runs(rep *report) ([]string, []loadResult) {
 
 func throughputChart(rep *report) (*plot.Plot, error) {
 	names, res := runs(rep)
+	// Batched requests go on this chart only: their latency is per
+	// request, not per put, so the latency chart leaves them out.
+	for _, w := range rep.WriteTxn {
+		names = append(names, fmt.Sprintf("%d puts per /txn K=%d", w.PutsPerRequest, w.K))
+		res = append(res, w.loadResult)
+	}
 	if len(res) == 0 {
 		return nil, nil
 	}
