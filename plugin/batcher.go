@@ -155,9 +155,14 @@ func (b *Batcher) submit(ctx context.Context, cmd []byte) error {
 		b.mu.Unlock()
 		err := b.c.write(ctx, cmd, nil)
 		b.release()
-		if cerr := ctx.Err(); cerr != nil && (errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, dragonboat.ErrCanceled)) {
-			// The same error, whichever path the write took.
-			return ctxErr("batched write", cerr)
+		// The same errors, whichever path the write took. Dragonboat may
+		// time out a moment before the context's deadline passes, so the
+		// kind comes from its error, not from ctx.Err().
+		switch {
+		case errors.Is(err, dragonboat.ErrTimeout):
+			return ctxErr("batched write", context.DeadlineExceeded)
+		case errors.Is(err, dragonboat.ErrCanceled):
+			return ctxErr("batched write", context.Canceled)
 		}
 		return err
 	}

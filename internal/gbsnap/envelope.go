@@ -79,6 +79,13 @@ func parseEnvHeader(b []byte) (pb.SnapshotHeader, error) {
 		return sh, envErr("header checksum %x, computed %08x", want, got)
 	}
 	sh.HeaderChecksum = want
+	// The checksum covers the decoded fields, not the bytes: a flip that
+	// still decodes to the same fields (a field number turned unknown and
+	// skipped, a varint made non-canonical) would pass it. Dragonboat
+	// writes the canonical encoding, so anything else is damage.
+	if full, err := sh.Marshal(); err != nil || !bytes.Equal(full, data) {
+		return sh, envErr("header bytes are not the canonical encoding of its fields")
+	}
 	// Dragonboat's reader treats 4 bytes after the header as an optional
 	// CRC (zero when absent) and the rest as padding.
 	for _, c := range b[8+n : envHeaderSize] {

@@ -61,6 +61,7 @@ func startFuzzServer(f *testing.F) string {
 	for {
 		select {
 		case err := <-done:
+			done <- err // the cleanup waits on done too
 			f.Fatalf("keeld stopped during start-up: %v", err)
 		default:
 		}
