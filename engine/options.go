@@ -61,9 +61,10 @@ func (o Options) pebbleOptions() (*pebble.Options, func()) {
 		// newer one.
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       memtable,
-		// Two memtables in flight before writes stall: Keel writes in
-		// Raft-sized batches, so a stall here backs up into Raft's apply
-		// queue rather than dropping anything.
+		// Writes stall once four memtables' worth (MemTableSize each) is
+		// queued for flushing: Keel writes in Raft-sized batches, so a
+		// stall here backs up into Raft's apply queue rather than
+		// dropping anything.
 		MemTableStopWritesThreshold: 4,
 		// Sync dirty data in 1 MiB steps so an fsync in Sync() or a
 		// checkpoint never has to push a large backlog at once.
