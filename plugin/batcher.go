@@ -135,13 +135,6 @@ func (b *Batcher) submit(ctx context.Context, cmd []byte) error {
 		}
 		return ctxErr("refused a batched write", err)
 	}
-	// The op aliases cmd, the Batcher's own copy, never the caller's key
-	// and value: a caller whose context ends returns while its write is
-	// still queued and may then reuse those buffers.
-	c, err := sm.Decode(cmd)
-	if err != nil {
-		return err
-	}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -164,6 +157,15 @@ func (b *Batcher) submit(ctx context.Context, cmd []byte) error {
 		case errors.Is(err, dragonboat.ErrCanceled):
 			return ctxErr("batched write", context.Canceled)
 		}
+		return err
+	}
+	// The op aliases cmd, the Batcher's own copy, never the caller's key
+	// and value: a caller whose context ends returns while its write is
+	// still queued and may then reuse those buffers. Decoding only here
+	// keeps it off the direct path; it does not allocate.
+	c, err := sm.Decode(cmd)
+	if err != nil {
+		b.mu.Unlock()
 		return err
 	}
 	r := &batchReq{op: sm.TxnOp{Op: c.Op, Key: c.Key, Value: c.Value}, cmd: cmd, done: make(chan error, 1)}

@@ -432,6 +432,23 @@ func TestBatcherCallerTimeout(t *testing.T) {
 	wg.Wait()
 }
 
+// holdSlot closes log's gate and starts a write of "first" through b, and
+// returns once the state machine holds it: with MaxInFlight 1 the only
+// proposal slot is then taken until the gate opens. The write's result
+// arrives on the returned channel.
+func holdSlot(t *testing.T, ctx context.Context, b *plugin.Batcher, log *entryLog) <-chan error {
+	t.Helper()
+	held := log.closeGate()
+	first := make(chan error, 1)
+	go func() { first <- b.Put(ctx, []byte("first"), []byte("1")) }()
+	select {
+	case <-held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first write never reached the state machine")
+	}
+	return first
+}
+
 // TestBatcherQueuedWrites holds the leader's applies at a gate so one
 // proposal stays in flight (MaxInFlight 1), and checks what happens to the
 // writes queued behind it:
@@ -447,14 +464,7 @@ func TestBatcherQueuedWrites(t *testing.T) {
 	defer cancel()
 
 	logged := log.len()
-	held := log.closeGate()
-	first := make(chan error, 1)
-	go func() { first <- b.Put(ctx, []byte("first"), []byte("1")) }()
-	select {
-	case <-held:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the first write never reached the state machine")
-	}
+	first := holdSlot(t, ctx, b, log)
 
 	// The only proposal slot is taken: these two wait in the queue until
 	// their callers give up, which proves they were queued.
@@ -635,14 +645,7 @@ func TestBatcherMaxOpsCap(t *testing.T) {
 	defer cancel()
 
 	logged := log.len()
-	held := log.closeGate()
-	first := make(chan error, 1)
-	go func() { first <- b.Put(ctx, []byte("first"), []byte("1")) }()
-	select {
-	case <-held:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the first write never reached the state machine")
-	}
+	first := holdSlot(t, ctx, b, log)
 	const queued = sm.MaxTxnItems + 100
 	want := map[string]string{"first": "1"}
 	universe := []string{"first"}
