@@ -25,8 +25,10 @@ import (
 // (ErrShardNotReady: no leader known yet, or one is being elected;
 // ErrSystemBusy: the proposal queue is full) is retried with a short backoff
 // until the context's deadline: such a request was never applied, so
-// retrying cannot apply it twice. Any other error, ErrTimeout included
-// (the proposal may have been applied), is returned at once.
+// retrying cannot apply it twice. Any other error of a write, ErrTimeout
+// included (the proposal may have been applied), is returned at once.
+// Linearizable reads are also retried after a timed-out attempt of
+// readAttempt: they change nothing (see retryRead).
 type Client struct {
 	nh      *dragonboat.NodeHost
 	shardID uint64
@@ -154,12 +156,38 @@ func (c *Client) read(ctx context.Context, q interface{}, stale bool) (interface
 		return c.nh.StaleRead(c.shardID, q)
 	}
 	var v interface{}
-	err := retryDropped(ctx, func() error {
+	err := retryRead(ctx, func(actx context.Context) error {
 		var err error
-		v, err = c.nh.SyncRead(ctx, c.shardID, q)
+		v, err = c.nh.SyncRead(actx, c.shardID, q)
 		return err
 	})
 	return v, err
+}
+
+// readAttempt bounds one linearizable read attempt. Dragonboat does not
+// resend a ReadIndex request whose message was lost (a follower's request
+// forwarded to a leader whose connection is still being set up, e.g.
+// right after a restart): that read waits out its whole deadline. A read
+// changes nothing, so it is safe to try again on a timeout; shorter
+// attempts turn a lost message into a short retry instead of a failed
+// request.
+const readAttempt = time.Second
+
+// retryRead runs op with attempts of at most readAttempt until it
+// succeeds, fails with an error other than a drop or a timeout, or ctx
+// ends; then it returns op's last error.
+func retryRead(ctx context.Context, op func(context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, readAttempt)
+		err := retryDropped(actx, func() error { return op(actx) })
+		cancel()
+		if !errors.Is(err, dragonboat.ErrTimeout) || ctx.Err() != nil {
+			return err
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 10*time.Millisecond {
+			return err
+		}
+	}
 }
 
 func typed[T any](v interface{}, err error) (T, error) {

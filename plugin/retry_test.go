@@ -35,3 +35,38 @@ func TestRetryDropped(t *testing.T) {
 		t.Fatalf("at the deadline: %v, want the last drop", err)
 	}
 }
+
+// TestRetryRead: a read whose attempt times out is tried again within the
+// caller's deadline, each attempt with its own shorter deadline; other
+// errors end it at once.
+func TestRetryRead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	calls := 0
+	err := retryRead(ctx, func(actx context.Context) error {
+		calls++
+		dl, ok := actx.Deadline()
+		if !ok || time.Until(dl) > readAttempt {
+			t.Errorf("attempt %d: deadline in %v, want at most %v", calls, time.Until(dl), readAttempt)
+		}
+		if calls < 3 {
+			return dragonboat.ErrTimeout
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Fatalf("timed out twice then ok: err %v after %d calls", err, calls)
+	}
+	calls = 0
+	boom := errors.New("boom")
+	if err := retryRead(ctx, func(context.Context) error { calls++; return boom }); !errors.Is(err, boom) || calls != 1 {
+		t.Fatalf("another error: %v after %d calls, want boom after 1", err, calls)
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort()
+	start := time.Now()
+	err = retryRead(short, func(actx context.Context) error { <-actx.Done(); return dragonboat.ErrTimeout })
+	if !errors.Is(err, dragonboat.ErrTimeout) || time.Since(start) > 5*time.Second {
+		t.Fatalf("at the caller's deadline: %v after %v, want ErrTimeout soon", err, time.Since(start))
+	}
+}
