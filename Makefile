@@ -36,7 +36,7 @@ keeld:
 ## plugin: build the Keel storage plugin ./bin/keel.so (load it with keeld --sm-plugin)
 # The host must be built with the same toolchain and flags: `make build plugin`.
 plugin:
-	$(GO) build -buildmode=plugin -o bin/keel.so ./plugin/keelso
+	$(GO) build -buildmode=plugin -o bin/keel.so ./storageplugin/keelso
 
 ## run: start a single-replica keeld: data in ./keel-data, HTTP on 127.0.0.1:8080
 # The binary is run directly (not through `go run`) so Ctrl-C reaches keeld,

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-db/keel/client"
 	"github.com/keel-db/keel/engine"
-	"github.com/keel-db/keel/internal/testcluster"
-	"github.com/keel-db/keel/internal/testutil"
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
+	"github.com/keel-db/keel/internal/testkit/testutil"
 	"github.com/keel-db/keel/sm"
 	"github.com/lni/dragonboat/v4/statemachine"
 )
@@ -80,8 +80,8 @@ type coreOp struct {
 	kind       string // put, delete, delrange, txn
 	key, val   string
 	end        string
-	conds      []plugin.Cond
-	ops        []plugin.TxnOp
+	conds      []client.Cond
+	ops        []client.TxnOp
 	wantOK     bool // for txn: every condition holds
 	failedCond int  // for txn: the first failing condition
 }
@@ -177,30 +177,30 @@ func nextOp(r *rand.Rand, s *keySpace, w, i int) coreOp {
 			k := key()
 			if v, ok := m[k]; ok {
 				if r.IntN(2) == 0 {
-					op.conds = append(op.conds, plugin.IfEquals([]byte(k), []byte(v)))
+					op.conds = append(op.conds, client.IfEquals([]byte(k), []byte(v)))
 				} else {
-					op.conds = append(op.conds, plugin.IfExists([]byte(k)))
+					op.conds = append(op.conds, client.IfExists([]byte(k)))
 				}
 			} else {
-				op.conds = append(op.conds, plugin.IfAbsent([]byte(k)))
+				op.conds = append(op.conds, client.IfAbsent([]byte(k)))
 			}
 		}
 		if r.IntN(2) == 0 {
 			k := key()
-			var bad plugin.Cond
+			var bad client.Cond
 			if v, ok := m[k]; ok {
-				bad = []plugin.Cond{plugin.IfAbsent([]byte(k)), plugin.IfEquals([]byte(k), []byte(v+"-not"))}[r.IntN(2)]
+				bad = []client.Cond{client.IfAbsent([]byte(k)), client.IfEquals([]byte(k), []byte(v+"-not"))}[r.IntN(2)]
 			} else {
-				bad = []plugin.Cond{plugin.IfExists([]byte(k)), plugin.IfEquals([]byte(k), nil)}[r.IntN(2)]
+				bad = []client.Cond{client.IfExists([]byte(k)), client.IfEquals([]byte(k), nil)}[r.IntN(2)]
 			}
 			pos := r.IntN(len(op.conds) + 1)
-			op.conds = append(op.conds[:pos], append([]plugin.Cond{bad}, op.conds[pos:]...)...)
+			op.conds = append(op.conds[:pos], append([]client.Cond{bad}, op.conds[pos:]...)...)
 		}
 		for j := 1 + r.IntN(3); j > 0; j-- {
 			if r.IntN(3) == 0 {
-				op.ops = append(op.ops, plugin.DeleteOp([]byte(key())))
+				op.ops = append(op.ops, client.DeleteOp([]byte(key())))
 			} else {
-				op.ops = append(op.ops, plugin.PutOp([]byte(key()), []byte(val)))
+				op.ops = append(op.ops, client.PutOp([]byte(key()), []byte(val)))
 			}
 		}
 		op.wantOK, op.failedCond = m.clone().apply(op)
@@ -212,7 +212,7 @@ func (m kvModel) clone() kvModel { return maps.Clone(m) }
 
 // run proposes op through cl and checks the outcome against the model's
 // prediction. It retries only failures that certainly did not apply.
-func runOp(ctx context.Context, cl *plugin.Client, op coreOp) error {
+func runOp(ctx context.Context, cl *client.Client, op coreOp) error {
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		var err error
@@ -224,7 +224,7 @@ func runOp(ctx context.Context, cl *plugin.Client, op coreOp) error {
 		case "delrange":
 			err = cl.DeleteRange(actx, []byte(op.key), []byte(op.end))
 		case "txn":
-			var res plugin.TxnResult
+			var res client.TxnResult
 			res, err = cl.Txn(actx, op.conds, op.ops)
 			if err == nil && (res.Succeeded != op.wantOK || (!op.wantOK && res.FailedCond != op.failedCond)) {
 				err = fmt.Errorf("%w: txn result %+v, model predicts ok=%v failed=%d",
@@ -371,7 +371,7 @@ func TestClusterConcurrentProposals(t *testing.T) {
 				}
 			}
 			// And nothing outside the model exists.
-			page, err := n.Client.Scan(ctx, plugin.ScanQuery{Limit: 10000})
+			page, err := n.Client.Scan(ctx, client.ScanQuery{Limit: 10000})
 			if err != nil {
 				t.Fatalf("replica %d: scan: %v", n.ReplicaID, err)
 			}

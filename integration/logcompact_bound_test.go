@@ -6,12 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/testcluster"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
 	"github.com/keel-db/keel/logcompact"
 )
 
 // lcDiskBound is the most allocated bytes one replica's Raft directory may
-// hold with Keel's defaults (plugin.LogDBConfig, plugin.ShardConfig,
+// hold with Keel's defaults (host.LogDBConfig, host.ShardConfig,
 // logcompact.DefaultPolicy). Derivation, see logcompact/doc.go.
 const lcDiskBound = 64 << 20
 

@@ -18,10 +18,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/proctest"
-	"github.com/keel-db/keel/internal/testcluster"
+	"github.com/keel-db/keel/client"
+	"github.com/keel-db/keel/host"
+	"github.com/keel-db/keel/internal/testkit/proctest"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
 	"github.com/keel-db/keel/logcompact"
-	"github.com/keel-db/keel/plugin"
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
 )
@@ -60,18 +61,18 @@ func lcHelperMain() error {
 	testcluster.Quiet()
 	nh, err := dragonboat.NewNodeHost(config.NodeHostConfig{
 		NodeHostDir: filepath.Join(dir, "raft"), RTTMillisecond: 5, RaftAddress: raftAddr,
-		Expert: config.ExpertConfig{LogDB: plugin.LogDBConfig()},
+		Expert: config.ExpertConfig{LogDB: host.LogDBConfig()},
 	})
 	if err != nil {
 		return err
 	}
 	defer nh.Close()
-	f, err := plugin.NewFactory(plugin.Config{RootDir: filepath.Join(dir, "sm")})
+	f, err := host.NewFactory(host.Config{RootDir: filepath.Join(dir, "sm")})
 	if err != nil {
 		return err
 	}
 	if err := nh.StartOnDiskReplica(map[uint64]dragonboat.Target{1: raftAddr}, false, f.Create,
-		plugin.ShardConfig(1, 1)); err != nil {
+		host.ShardConfig(1, 1)); err != nil {
 		return err
 	}
 	comp, err := logcompact.New(logcompact.Config{NodeHost: nh, ShardID: 1, ReplicaID: 1,
@@ -80,7 +81,7 @@ func lcHelperMain() error {
 	if err != nil {
 		return err
 	}
-	client := plugin.NewClient(nh, 1)
+	cl := client.NewClient(nh, 1)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -91,7 +92,7 @@ func lcHelperMain() error {
 		defer cancel()
 		q := r.URL.Query()
 		err := testcluster.Retry(ctx, func(ctx context.Context) error {
-			return client.Put(ctx, []byte(q.Get("k")), []byte(q.Get("v")))
+			return cl.Put(ctx, []byte(q.Get("k")), []byte(q.Get("v")))
 		})
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -103,7 +104,7 @@ func lcHelperMain() error {
 		var v []byte
 		var found bool
 		err := testcluster.Retry(ctx, func(ctx context.Context) (err error) {
-			v, found, err = client.Get(ctx, []byte(r.URL.Query().Get("k")))
+			v, found, err = cl.Get(ctx, []byte(r.URL.Query().Get("k")))
 			return err
 		})
 		switch {

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/testcluster"
+	"github.com/keel-db/keel/client"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
 	"github.com/keel-db/keel/logcompact"
-	"github.com/keel-db/keel/plugin"
 )
 
 // lcEnvInt reads a positive integer from the environment, or def.
@@ -78,7 +78,7 @@ func lcStartCompactors(t *testing.T, c *testcluster.Cluster, p logcompact.Policy
 // lcLoad proposes total puts through client from workers goroutines, keys
 // <prefix><seq>, values of valueSize bytes starting with the prefix. It returns the number of
 // acknowledged writes; on error it stops and reports the first one.
-func lcLoad(ctx context.Context, client *plugin.Client, prefix string, total, workers, valueSize int, acked func(key []byte)) (int64, error) {
+func lcLoad(ctx context.Context, cl *client.Client, prefix string, total, workers, valueSize int, acked func(key []byte)) (int64, error) {
 	var next, done atomic.Int64
 	var once sync.Once
 	var first error
@@ -99,7 +99,7 @@ func lcLoad(ctx context.Context, client *plugin.Client, prefix string, total, wo
 				}
 				key := []byte(fmt.Sprintf("%s%09d", prefix, i))
 				err := testcluster.Retry(ctx, func(ctx context.Context) error {
-					return client.Put(ctx, key, val)
+					return cl.Put(ctx, key, val)
 				})
 				if err != nil {
 					once.Do(func() { first = fmt.Errorf("put %s: %w", key, err) })

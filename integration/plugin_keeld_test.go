@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/testcluster"
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/host"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
 )
 
 // keeldProc is one keeld process for the plugin test.
@@ -35,7 +35,7 @@ func TestKeeldOnPlugin(t *testing.T) {
 		p := &keeldProc{http: addrs[3+i], out: &bytes.Buffer{}}
 		p.cmd = exec.Command(filepath.Join(dir, "keeld"),
 			"--data-dir", filepath.Join(t.TempDir(), "data"), "--http", p.http,
-			"--replica-id", fmt.Sprint(i+1), "--members", plugin.FormatMembers(members),
+			"--replica-id", fmt.Sprint(i+1), "--members", host.FormatMembers(members),
 			"--sm-plugin", filepath.Join(dir, "keel.so"), "--log-level", "info")
 		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 		if err := p.cmd.Start(); err != nil {

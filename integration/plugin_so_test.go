@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/testcluster"
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/client"
+	"github.com/keel-db/keel/host"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
+	"github.com/keel-db/keel/storageplugin"
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
 )
@@ -73,8 +75,8 @@ func builtPlugins(t *testing.T) string {
 		root := moduleRoot(t)
 		flags := buildFlags()
 		builds := [][]string{
-			{"-buildmode=plugin", "-o", filepath.Join(dir, "keel.so"), "./plugin/keelso"},
-			{"-buildmode=plugin", "-tags", "keel_build_variant", "-o", filepath.Join(dir, "variant.so"), "./plugin/keelso"},
+			{"-buildmode=plugin", "-o", filepath.Join(dir, "keel.so"), "./storageplugin/keelso"},
+			{"-buildmode=plugin", "-tags", "keel_build_variant", "-o", filepath.Join(dir, "variant.so"), "./storageplugin/keelso"},
 			{"-buildmode=plugin", "-o", filepath.Join(dir, "nosymbol.so"), "./integration/testdata/plugins/nosymbol"},
 			{"-buildmode=plugin", "-o", filepath.Join(dir, "badapi.so"), "./integration/testdata/plugins/badapi"},
 			// keeld built with the same flags as keel.so, so it can load it.
@@ -115,16 +117,16 @@ func TestPluginLoadErrors(t *testing.T) {
 		want error
 		text string
 	}{
-		{"missing file", filepath.Join(dir, "missing.so"), plugin.ErrPluginNotFound, "missing.so"},
-		{"directory", dir, plugin.ErrPluginNotFound, "is a directory"},
-		{"not a plugin", notPlugin, plugin.ErrNotAPlugin, "text.so"},
-		{"wrong symbol", filepath.Join(dir, "nosymbol.so"), plugin.ErrPluginSymbol, "KeelPlugin"},
-		{"api version", filepath.Join(dir, "badapi.so"), plugin.ErrPluginAPIVersion, "999"},
-		{"different package versions", filepath.Join(dir, "variant.so"), plugin.ErrPluginBuildMismatch, "same Go toolchain"},
+		{"missing file", filepath.Join(dir, "missing.so"), storageplugin.ErrPluginNotFound, "missing.so"},
+		{"directory", dir, storageplugin.ErrPluginNotFound, "is a directory"},
+		{"not a plugin", notPlugin, storageplugin.ErrNotAPlugin, "text.so"},
+		{"wrong symbol", filepath.Join(dir, "nosymbol.so"), storageplugin.ErrPluginSymbol, "KeelPlugin"},
+		{"api version", filepath.Join(dir, "badapi.so"), storageplugin.ErrPluginAPIVersion, "999"},
+		{"different package versions", filepath.Join(dir, "variant.so"), storageplugin.ErrPluginBuildMismatch, "same Go toolchain"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d, err := plugin.Load(tc.path)
+			d, err := storageplugin.Load(tc.path)
 			if err == nil {
 				t.Fatalf("Load(%s) = %+v, want error %v", tc.path, d, tc.want)
 			}
@@ -142,12 +144,12 @@ func TestPluginLoadErrors(t *testing.T) {
 // on the plugin's factory: write, linearizable read, and a snapshot request.
 func TestPluginCluster(t *testing.T) {
 	dir := builtPlugins(t)
-	desc, err := plugin.Load(filepath.Join(dir, "keel.so"))
+	desc, err := storageplugin.Load(filepath.Join(dir, "keel.so"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if desc.KeelVersion != plugin.Version {
-		t.Fatalf("plugin Keel version %q, host %q", desc.KeelVersion, plugin.Version)
+	if desc.KeelVersion != host.Version {
+		t.Fatalf("plugin Keel version %q, host %q", desc.KeelVersion, host.Version)
 	}
 	testcluster.Quiet()
 	addrs := testcluster.FreeAddrs(t, 3)
@@ -159,7 +161,7 @@ func TestPluginCluster(t *testing.T) {
 			NodeHostDir:    filepath.Join(root, fmt.Sprint(i), "raft"),
 			RTTMillisecond: 5,
 			RaftAddress:    addrs[i-1],
-			Expert:         config.ExpertConfig{LogDB: plugin.LogDBConfig()},
+			Expert:         config.ExpertConfig{LogDB: host.LogDBConfig()},
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -171,13 +173,13 @@ func TestPluginCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := nh.StartOnDiskReplica(members, false, create, plugin.ShardConfig(1, i)); err != nil {
+		if err := nh.StartOnDiskReplica(members, false, create, host.ShardConfig(1, i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c := plugin.NewClient(hosts[0], 1)
+	c := client.NewClient(hosts[0], 1)
 	for i := 0; i < 100; i++ {
 		k, v := []byte(fmt.Sprintf("k%03d", i)), []byte(fmt.Sprintf("v%d", i))
 		if err := testcluster.Retry(ctx, func(ctx context.Context) error { return c.Put(ctx, k, v) }); err != nil {
@@ -189,7 +191,7 @@ func TestPluginCluster(t *testing.T) {
 		var found bool
 		err := testcluster.Retry(ctx, func(ctx context.Context) error {
 			var err error
-			v, found, err = plugin.NewClient(nh, 1).Get(ctx, []byte("k099"))
+			v, found, err = client.NewClient(nh, 1).Get(ctx, []byte("k099"))
 			return err
 		})
 		if err != nil || !found || string(v) != "v99" {

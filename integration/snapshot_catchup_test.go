@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/testcluster"
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/client"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
 )
@@ -57,7 +57,7 @@ func TestSnapshotCatchUpAndJoin(t *testing.T) {
 	})
 	// Writes go on while and after the follower catches up.
 	ssLoad(t, c.Leader().Client, "after", 500, 4, 10)
-	var clients []*plugin.Client
+	var clients []*client.Client
 	for _, r := range c.Running() {
 		clients = append(clients, r.Client)
 	}

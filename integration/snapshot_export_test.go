@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/testcluster"
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/client"
+	"github.com/keel-db/keel/host"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
 )
 
 // The regression test for the lost-writes trap (DESIGN §3): an export taken
@@ -58,7 +59,7 @@ func TestSnapshotExportImport(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	index, path, err := plugin.Export(ctx, leader.NH, c.ShardID, filepath.Join(t.TempDir(), "export"))
+	index, path, err := host.Export(ctx, leader.NH, c.ShardID, filepath.Join(t.TempDir(), "export"))
 	if err != nil {
 		t.Fatalf("export: %v", err)
 	}
@@ -85,7 +86,7 @@ func TestSnapshotExportImport(t *testing.T) {
 	var nodes []*ssNode
 	for id, addr := range c.Members {
 		dir := filepath.Join(base, fmt.Sprintf("fresh-%d", id))
-		if err := plugin.Import(ssNodeHostConfig(dir, addr), path, c.Members, id); err != nil {
+		if err := host.Import(ssNodeHostConfig(dir, addr), path, c.Members, id); err != nil {
 			t.Fatalf("import on replica %d: %v", id, err)
 		}
 	}
@@ -93,17 +94,17 @@ func TestSnapshotExportImport(t *testing.T) {
 		nodes = append(nodes, ssStartImported(t, filepath.Join(base, fmt.Sprintf("fresh-%d", id)), c.ShardID, id, c.Members))
 	}
 	w := ssWaiter{t}
-	client := nodes[0].client
+	cl := nodes[0].client
 	checkPrefix := func(prefix string, want int, value string) {
 		t.Helper()
 		n := 0
-		q := plugin.ScanQuery{Prefix: []byte(prefix), Limit: 5000}
+		q := client.ScanQuery{Prefix: []byte(prefix), Limit: 5000}
 		for {
-			var res plugin.ScanResult
+			var res client.ScanResult
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			err := testcluster.Retry(ctx, func(ctx context.Context) error {
 				var err error
-				res, err = client.Scan(ctx, q)
+				res, err = cl.Scan(ctx, q)
 				return err
 			})
 			cancel()
@@ -133,10 +134,10 @@ func TestSnapshotExportImport(t *testing.T) {
 	present := 0
 	for w := 0; w < writers; w++ {
 		var keys []string
-		q := plugin.ScanQuery{Prefix: []byte(fmt.Sprintf("w/%d/", w)), Limit: 5000}
+		q := client.ScanQuery{Prefix: []byte(fmt.Sprintf("w/%d/", w)), Limit: 5000}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err := testcluster.Retry(ctx, func(ctx context.Context) error {
-			res, err := client.Scan(ctx, q)
+			res, err := cl.Scan(ctx, q)
 			keys = keys[:0]
 			for _, kv := range res.Pairs {
 				keys = append(keys, string(kv.Key))
@@ -164,10 +165,10 @@ func TestSnapshotExportImport(t *testing.T) {
 	// New writes after the import apply (a late image would skip them as
 	// already applied) and reach every replica.
 	for i := 0; i < 200; i++ {
-		ssPut(t, client, fmt.Sprintf("c/%04d", i), "C")
+		ssPut(t, cl, fmt.Sprintf("c/%04d", i), "C")
 	}
 	checkPrefix("c/", 200, "C")
-	var clients []*plugin.Client
+	var clients []*client.Client
 	for _, n := range nodes {
 		clients = append(clients, n.client)
 	}

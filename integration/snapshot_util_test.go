@@ -8,9 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-db/keel/client"
 	"github.com/keel-db/keel/engine"
-	"github.com/keel-db/keel/internal/testcluster"
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/host"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
 	"github.com/keel-db/keel/sm"
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
@@ -18,7 +19,7 @@ import (
 
 // ssLoad writes total keys prefix%08d with values of valueSize bytes, 100
 // keys per transaction, from workers goroutines.
-func ssLoad(t *testing.T, client *plugin.Client, prefix string, total, workers, valueSize int) {
+func ssLoad(t *testing.T, cl *client.Client, prefix string, total, workers, valueSize int) {
 	t.Helper()
 	const perTxn = 100
 	jobs := make(chan int)
@@ -30,14 +31,14 @@ func ssLoad(t *testing.T, client *plugin.Client, prefix string, total, workers, 
 			defer wg.Done()
 			val := make([]byte, valueSize)
 			for start := range jobs {
-				var ops []plugin.TxnOp
+				var ops []client.TxnOp
 				for i := start; i < start+perTxn && i < total; i++ {
 					copy(val, fmt.Sprintf("%s%08d", prefix, i))
-					ops = append(ops, plugin.PutOp([]byte(fmt.Sprintf("%s%08d", prefix, i)), append([]byte(nil), val...)))
+					ops = append(ops, client.PutOp([]byte(fmt.Sprintf("%s%08d", prefix, i)), append([]byte(nil), val...)))
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 				err := testcluster.Retry(ctx, func(ctx context.Context) error {
-					_, err := client.Txn(ctx, nil, ops)
+					_, err := cl.Txn(ctx, nil, ops)
 					return err
 				})
 				cancel()
@@ -66,12 +67,12 @@ func ssLoad(t *testing.T, client *plugin.Client, prefix string, total, workers, 
 	}
 }
 
-func ssPut(t *testing.T, client *plugin.Client, k, v string) {
+func ssPut(t *testing.T, cl *client.Client, k, v string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := testcluster.Retry(ctx, func(ctx context.Context) error {
-		return client.Put(ctx, []byte(k), []byte(v))
+		return cl.Put(ctx, []byte(k), []byte(v))
 	}); err != nil {
 		t.Fatalf("put %s: %v", k, err)
 	}
@@ -81,7 +82,7 @@ func ssPut(t *testing.T, client *plugin.Client, k, v string) {
 // index and StateHash, and returns it.
 func ssConverged(t *testing.T, c interface {
 	WaitFor(time.Duration, string, func() bool)
-}, nodes []*plugin.Client, timeout time.Duration) engine.StateHash {
+}, nodes []*client.Client, timeout time.Duration) engine.StateHash {
 	t.Helper()
 	var last []engine.StateHash
 	var got engine.StateHash
@@ -124,8 +125,8 @@ func (w ssWaiter) WaitFor(timeout time.Duration, what string, cond func() bool) 
 type ssNode struct {
 	id      uint64
 	nh      *dragonboat.NodeHost
-	factory *plugin.Factory
-	client  *plugin.Client
+	factory *host.Factory
+	client  *client.Client
 }
 
 func ssNodeHostConfig(dir, addr string) config.NodeHostConfig {
@@ -133,11 +134,11 @@ func ssNodeHostConfig(dir, addr string) config.NodeHostConfig {
 		NodeHostDir:    filepath.Join(dir, "raft"),
 		RTTMillisecond: 5,
 		RaftAddress:    addr,
-		Expert:         config.ExpertConfig{LogDB: plugin.LogDBConfig()},
+		Expert:         config.ExpertConfig{LogDB: host.LogDBConfig()},
 	}
 }
 
-// ssStartImported starts replica id after plugin.Import into dir.
+// ssStartImported starts replica id after host.Import into dir.
 func ssStartImported(t *testing.T, dir string, shard, id uint64, members map[uint64]string) *ssNode {
 	t.Helper()
 	nh, err := dragonboat.NewNodeHost(ssNodeHostConfig(dir, members[id]))
@@ -145,19 +146,19 @@ func ssStartImported(t *testing.T, dir string, shard, id uint64, members map[uin
 		t.Fatalf("replica %d: NodeHost: %v", id, err)
 	}
 	t.Cleanup(nh.Close)
-	f, err := plugin.NewFactory(plugin.Config{RootDir: filepath.Join(dir, "sm")})
+	f, err := host.NewFactory(host.Config{RootDir: filepath.Join(dir, "sm")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// An imported replica restarts like a rebooted one: its membership
 	// comes from the imported snapshot, so the initial members are empty.
-	if err := nh.StartOnDiskReplica(nil, false, f.Create, plugin.ShardConfig(shard, id)); err != nil {
+	if err := nh.StartOnDiskReplica(nil, false, f.Create, host.ShardConfig(shard, id)); err != nil {
 		t.Fatalf("replica %d: start: %v", id, err)
 	}
-	return &ssNode{id: id, nh: nh, factory: f, client: plugin.NewClient(nh, shard)}
+	return &ssNode{id: id, nh: nh, factory: f, client: client.NewClient(nh, shard)}
 }
 
-func ssStats(f *plugin.Factory, shard, id uint64) sm.SnapshotStats {
+func ssStats(f *host.Factory, shard, id uint64) sm.SnapshotStats {
 	if s := f.StateMachine(shard, id); s != nil {
 		return s.SnapshotStats()
 	}

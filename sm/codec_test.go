@@ -8,7 +8,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/keel-db/keel/internal/testutil"
+	"github.com/keel-db/keel/internal/testkit/testutil"
 )
 
 // sameCommand compares two commands field by field, treating nil and empty

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/keel-db/keel/engine"
-	"github.com/keel-db/keel/internal/testutil"
+	"github.com/keel-db/keel/internal/testkit/testutil"
 	"github.com/lni/dragonboat/v4/statemachine"
 )
 

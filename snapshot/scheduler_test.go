@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/testcluster"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
 	"github.com/keel-db/keel/snapshot"
 	"github.com/lni/dragonboat/v4"
 )

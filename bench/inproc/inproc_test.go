@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/testcluster"
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/client"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
 )
 
 // BenchmarkProposeK measures replicated 256-byte puts at K concurrent
@@ -30,7 +30,7 @@ func proposeK(b *testing.B, mode string, k int) {
 	leader := c.Leader()
 	put := leader.Client.Put
 	if mode == "batched" {
-		put = plugin.NewBatcher(leader.Client, plugin.BatcherOptions{}).Put
+		put = client.NewBatcher(leader.Client, client.BatcherOptions{}).Put
 	}
 	idx0 := appliedIndex(b, leader)
 	val := make([]byte, 256)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/testcluster"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
 	"github.com/keel-db/keel/logcompact"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"

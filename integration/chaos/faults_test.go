@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/keel-db/keel/internal/proctest"
+	"github.com/keel-db/keel/internal/testkit/proctest"
 )
 
 // Fault kinds, the keys of the summary's faults map.

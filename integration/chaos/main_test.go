@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/keel-db/keel/internal/testutil"
+	"github.com/keel-db/keel/internal/testkit/testutil"
 )
 
 // Binaries built once by TestMain.

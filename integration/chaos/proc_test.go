@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/proctest"
+	"github.com/keel-db/keel/internal/testkit/proctest"
 )
 
 // procState is a replica process's state as the nemesis left it.

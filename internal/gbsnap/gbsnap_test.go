@@ -16,7 +16,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/keel-db/keel/engine"
-	"github.com/keel-db/keel/internal/testutil"
+	"github.com/keel-db/keel/internal/testkit/testutil"
 	"github.com/keel-db/keel/snapshot"
 	pb "github.com/lni/dragonboat/v4/raftpb"
 )

@@ -9,8 +9,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/internal/gbsnap"
-	"github.com/keel-db/keel/plugin"
 	"github.com/keel-db/keel/snapshot"
 	pb "github.com/lni/dragonboat/v4/raftpb"
 	"github.com/spf13/cobra"
@@ -37,7 +37,7 @@ func newExportCmd(g *globals) *cobra.Command {
 		Use:   "export DIR OUT",
 		Short: "Write an importable exported snapshot of a stopped replica into OUT",
 		Long: `export writes OUT/snapshot-<index>/ (one .gbsnap and snapshot.metadata, the
-layout plugin.Export produces, accepted by keelctl import and Dragonboat's
+layout host.Export produces, accepted by keelctl import and Dragonboat's
 tools.ImportSnapshot) holding the replica's state exactly at its applied index.
 The replica must be stopped; nothing in DIR is written. The term and the
 membership at that index are read from the Raft log; --members and --term
@@ -75,7 +75,7 @@ result is verified before it is published under its final name.`,
 			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintf(w, "exported\t%s\n", rep.Path)
 			fmt.Fprintf(w, "shard\t%d\nreplica\t%d\nindex\t%d\nterm\t%d\n", rep.ShardID, rep.ReplicaID, rep.Index, rep.Term)
-			fmt.Fprintf(w, "members\t%s\n", plugin.FormatMembers(rep.Members))
+			fmt.Fprintf(w, "members\t%s\n", host.FormatMembers(rep.Members))
 			fmt.Fprintf(w, "files\t%d (%d bytes)\n", rep.Files, rep.Bytes)
 			fmt.Fprintf(w, "snapshot file\t%d bytes\n", rep.FileSize)
 			return w.Flush()
@@ -84,7 +84,7 @@ result is verified before it is published under its final name.`,
 	f := cmd.Flags()
 	f.StringVar(&members, "members", "", `membership to record, "1=host:port,2=host:port" (default: from the Raft log)`)
 	f.Uint64Var(&term, "term", 0, "Raft term of the entry at the applied index (default: from the Raft log)")
-	f.StringVar(&compression, "compression", "snappy", "snapshot compression: snappy (as plugin.ShardConfig) or none")
+	f.StringVar(&compression, "compression", "snappy", "snapshot compression: snappy (as host.ShardConfig) or none")
 	return cmd
 }
 

@@ -14,8 +14,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	pebblevfs "github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/keel-db/keel/engine"
+	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/internal/gbsnap"
-	"github.com/keel-db/keel/plugin"
 	pb "github.com/lni/dragonboat/v4/raftpb"
 	"github.com/spf13/cobra"
 )
@@ -45,7 +45,7 @@ func newImportCmd(g *globals) *cobra.Command {
 		Long: `import rewrites replica N's history in DIR (keeld's --data-dir, Raft log in
 DIR/raft, state in DIR/sm) so it restarts from the exported snapshot PATH with
 --members as the shard's membership (Dragonboat's tools.ImportSnapshot, via
-plugin.Import). Run it on every member with the same snapshot and members, with
+host.Import). Run it on every member with the same snapshot and members, with
 every member stopped, then restart them as after a reboot (keeld does this by
 itself; an embedding host starts the replica with no initial members).
 Replicas left out of --members are marked removed: never restart them. Every
@@ -94,7 +94,7 @@ the one DIR's NodeHost was created with, and a DIR a running process holds.
 func planImport(g *globals, dir, snap string, members map[uint64]string, replicaID uint64) (importPlan, error) {
 	addr, ok := members[replicaID]
 	if !ok {
-		return importPlan{}, fmt.Errorf("%w: --members (%s) does not include replica %d", errUnsafe, plugin.FormatMembers(members), replicaID)
+		return importPlan{}, fmt.Errorf("%w: --members (%s) does not include replica %d", errUnsafe, host.FormatMembers(members), replicaID)
 	}
 	kind, snapDir, _, err := findSnapshot(snap)
 	if err != nil {
@@ -256,16 +256,16 @@ func checkNodeHostAddress(nhDir, addr string, replicaID uint64) error {
 	return nil
 }
 
-// doImport runs plugin.Import with the NodeHostConfig keeld uses.
+// doImport runs host.Import with the NodeHostConfig keeld uses.
 func doImport(g *globals, dir string, plan importPlan, members map[uint64]string) error {
 	nhDir := g.nodeHostDir
 	if nhDir == "" {
 		nhDir = filepath.Join(dir, "raft")
 	}
-	nhc := plugin.NodeHostConfig(nhDir, plan.RaftAddress)
+	nhc := host.NodeHostConfig(nhDir, plan.RaftAddress)
 	// Dragonboat logs what it does at length; keelctl reports the outcome.
-	plugin.UseSlog(slog.New(slog.NewTextHandler(io.Discard, nil)), slog.LevelError)
-	if err := plugin.Import(nhc, plan.Snapshot, members, plan.ReplicaID); err != nil {
+	host.UseSlog(slog.New(slog.NewTextHandler(io.Discard, nil)), slog.LevelError)
+	if err := host.Import(nhc, plan.Snapshot, members, plan.ReplicaID); err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
 			return fmt.Errorf("%w: %v", errOpen, err)
 		}
@@ -280,7 +280,7 @@ func printPlan(g *globals, p importPlan) {
 	fmt.Fprintf(w, "index\t%d (term %d)\n", p.Index, p.Term)
 	fmt.Fprintf(w, "shard\t%d\n", p.ShardID)
 	fmt.Fprintf(w, "replica\t%d at %s\n", p.ReplicaID, p.RaftAddress)
-	fmt.Fprintf(w, "members\t%s\n", plugin.FormatMembers(p.Members))
+	fmt.Fprintf(w, "members\t%s\n", host.FormatMembers(p.Members))
 	if len(p.Removed) > 0 {
 		fmt.Fprintf(w, "removed\t%v (never restart them)\n", p.Removed)
 	}

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/keel-db/keel/engine"
-	"github.com/keel-db/keel/internal/testcluster"
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/host"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
 	"github.com/lni/dragonboat/v4"
 )
 
@@ -29,7 +29,7 @@ var fixture struct {
 	once sync.Once
 	dir  string
 	err  error
-	// export is a snapshot-<index> directory plugin.Export wrote while the
+	// export is a snapshot-<index> directory host.Export wrote while the
 	// cluster ran (after the snapshots, before the last write); members is
 	// the cluster's membership.
 	export  string
@@ -79,7 +79,7 @@ func buildFixture(t *testing.T) (string, error) {
 	// import.
 	if err := testcluster.Retry(ctx, func(ctx context.Context) error {
 		var err error
-		_, fixture.export, err = plugin.Export(ctx, leader.NH, c.ShardID, filepath.Join(dir, "export"))
+		_, fixture.export, err = host.Export(ctx, leader.NH, c.ShardID, filepath.Join(dir, "export"))
 		return err
 	}); err != nil {
 		return "", err

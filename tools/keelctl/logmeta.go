@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	oldpebble "github.com/cockroachdb/pebble"
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/host"
 	pb "github.com/lni/dragonboat/v4/raftpb"
 )
 
@@ -129,9 +129,9 @@ func applyConfigChange(m *pb.Membership, cc pb.ConfigChange, index uint64) {
 	}
 }
 
-// parseMembers parses --members with plugin.ParseMembers, as keeld does.
+// parseMembers parses --members with host.ParseMembers, as keeld does.
 func parseMembers(s string) (map[uint64]string, error) {
-	m, err := plugin.ParseMembers(s)
+	m, err := host.ParseMembers(s)
 	if err != nil {
 		return nil, fmt.Errorf("%w: --members: %v", errUsage, err)
 	}

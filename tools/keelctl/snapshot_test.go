@@ -12,10 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-db/keel/client"
+	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/internal/gbsnap"
-	"github.com/keel-db/keel/internal/testcluster"
-	"github.com/keel-db/keel/internal/testutil"
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
+	"github.com/keel-db/keel/internal/testkit/testutil"
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
 )
@@ -278,7 +279,7 @@ func TestVerifyAnyFlippedByte(t *testing.T) {
 func TestImportRefuses(t *testing.T) {
 	fixtureDir(t)
 	exp := copyExport(t)
-	members := plugin.FormatMembers(fixture.members)
+	members := host.FormatMembers(fixture.members)
 	t.Run("wrong shard", func(t *testing.T) {
 		dir := copyNode(t, 1)
 		if err := os.Rename(filepath.Join(dir, "sm", "shard-1"), filepath.Join(dir, "sm", "shard-2")); err != nil {
@@ -301,7 +302,7 @@ func TestImportRefuses(t *testing.T) {
 			m[id] = a
 		}
 		m[1] = "127.0.0.1:1"
-		r := keelctl("import", "--snapshot", exp, "--members", plugin.FormatMembers(m), "--replica-id", "2", t.TempDir())
+		r := keelctl("import", "--snapshot", exp, "--members", host.FormatMembers(m), "--replica-id", "2", t.TempDir())
 		if r.code != exitUsage || !strings.Contains(r.stderr, "replica 1 had address") {
 			t.Fatalf("exit %d %q", r.code, r.stderr)
 		}
@@ -364,7 +365,7 @@ func TestImportDryRunChangesNothing(t *testing.T) {
 	exp := copyExport(t)
 	dir := copyNode(t, 1)
 	before := testutil.Tree(t, dir)
-	r := keelctl("import", "--dry-run", "--snapshot", filepath.Dir(exp), "--members", plugin.FormatMembers(fixture.members), "--replica-id", "1", dir)
+	r := keelctl("import", "--dry-run", "--snapshot", filepath.Dir(exp), "--members", host.FormatMembers(fixture.members), "--replica-id", "1", dir)
 	if r.code != 0 || !strings.Contains(r.stdout, "dry run: nothing written") || !strings.Contains(r.stdout, filepath.Join(dir, "raft")) {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -373,7 +374,7 @@ func TestImportDryRunChangesNothing(t *testing.T) {
 		t.Fatalf("dry run changed %s:\nbefore:\n%s\nafter:\n%s", dir, strings.Join(before, "\n"), strings.Join(after, "\n"))
 	}
 	fresh := filepath.Join(t.TempDir(), "fresh")
-	r = keelctl("import", "--dry-run", "--json", "--snapshot", exp, "--members", plugin.FormatMembers(fixture.members), "--replica-id", "2", fresh)
+	r = keelctl("import", "--dry-run", "--json", "--snapshot", exp, "--members", host.FormatMembers(fixture.members), "--replica-id", "2", fresh)
 	var plan importPlan
 	if err := json.Unmarshal([]byte(r.stdout), &plan); err != nil || r.code != 0 || !plan.DryRun || plan.Done || plan.ShardID != 1 || plan.ReplicaID != 2 {
 		t.Fatalf("exit %d %v %q %q", r.code, err, r.stdout, r.stderr)
@@ -382,7 +383,7 @@ func TestImportDryRunChangesNothing(t *testing.T) {
 		t.Fatalf("dry run created %s: %v", fresh, err)
 	}
 	// The real thing on the same directory succeeds and does change it.
-	r = keelctl("import", "--snapshot", exp, "--members", plugin.FormatMembers(fixture.members), "--replica-id", "1", dir)
+	r = keelctl("import", "--snapshot", exp, "--members", host.FormatMembers(fixture.members), "--replica-id", "1", dir)
 	if r.code != 0 || !strings.Contains(r.stdout, "imported") {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -411,7 +412,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 		Keys         uint64 `json:"Keys"`
 	}
 	_ = json.Unmarshal([]byte(h.stdout), &srcHash)
-	if exp.ShardID != 1 || exp.ReplicaID != 2 || exp.Term == 0 || plugin.FormatMembers(exp.Members) != plugin.FormatMembers(fixture.members) {
+	if exp.ShardID != 1 || exp.ReplicaID != 2 || exp.Term == 0 || host.FormatMembers(exp.Members) != host.FormatMembers(fixture.members) {
 		t.Fatalf("export report %+v, fixture members %v", exp, fixture.members)
 	}
 	v := verifyJSON(t, out)
@@ -436,41 +437,41 @@ func TestExportImportRoundTrip(t *testing.T) {
 	base := t.TempDir()
 	for id := range members {
 		dir := filepath.Join(base, fmt.Sprintf("node-%d", id))
-		r := keelctl("import", "--snapshot", out, "--members", plugin.FormatMembers(members), "--replica-id", fmt.Sprint(id), dir)
+		r := keelctl("import", "--snapshot", out, "--members", host.FormatMembers(members), "--replica-id", fmt.Sprint(id), dir)
 		if r.code != 0 || !strings.Contains(r.stdout, "[1 2 3] (never restart them)") {
 			t.Fatalf("import %d: exit %d\n%s\n%s", id, r.code, r.stdout, r.stderr)
 		}
 	}
-	var clients []*plugin.Client
+	var clients []*client.Client
 	for id := range members {
 		dir := filepath.Join(base, fmt.Sprintf("node-%d", id))
 		nh, err := dragonboat.NewNodeHost(config.NodeHostConfig{
 			NodeHostDir:    filepath.Join(dir, "raft"),
 			RTTMillisecond: 5,
 			RaftAddress:    members[id],
-			Expert:         config.ExpertConfig{LogDB: plugin.LogDBConfig()},
+			Expert:         config.ExpertConfig{LogDB: host.LogDBConfig()},
 		})
 		if err != nil {
 			t.Fatalf("replica %d: NodeHost: %v", id, err)
 		}
 		t.Cleanup(nh.Close)
-		f, err := plugin.NewFactory(plugin.Config{RootDir: filepath.Join(dir, "sm")})
+		f, err := host.NewFactory(host.Config{RootDir: filepath.Join(dir, "sm")})
 		if err != nil {
 			t.Fatal(err)
 		}
 		// Imported replicas start as after a reboot: no initial members.
-		if err := nh.StartOnDiskReplica(nil, false, f.Create, plugin.ShardConfig(1, id)); err != nil {
+		if err := nh.StartOnDiskReplica(nil, false, f.Create, host.ShardConfig(1, id)); err != nil {
 			t.Fatalf("replica %d: start: %v", id, err)
 		}
-		clients = append(clients, plugin.NewClient(nh, 1))
+		clients = append(clients, client.NewClient(nh, 1))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c := clients[0]
-	var res plugin.ScanResult
+	var res client.ScanResult
 	if err := testcluster.Retry(ctx, func(ctx context.Context) error {
 		var err error
-		res, err = c.Scan(ctx, plugin.ScanQuery{Prefix: []byte("key/"), Limit: 1000})
+		res, err = c.Scan(ctx, client.ScanQuery{Prefix: []byte("key/"), Limit: 1000})
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -536,7 +537,7 @@ func TestVerifyExportBeforeAnyWrite(t *testing.T) {
 	var path string
 	if err := testcluster.Retry(ctx, func(ctx context.Context) error {
 		var err error
-		idx, path, err = plugin.Export(ctx, n.NH, c.ShardID, t.TempDir())
+		idx, path, err = host.Export(ctx, n.NH, c.ShardID, t.TempDir())
 		return err
 	}); err != nil {
 		t.Fatal(err)

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/internal/gbsnap"
-	"github.com/keel-db/keel/plugin"
 	pb "github.com/lni/dragonboat/v4/raftpb"
 	"github.com/spf13/cobra"
 )
@@ -135,7 +135,7 @@ func findSnapshot(path string) (kind, dir, file string, err error) {
 }
 
 // verifyPath verifies whatever PATH holds (with package gbsnap, the checks
-// plugin.Import makes too); every content problem is an errBadSnapshot
+// host.Import makes too); every content problem is an errBadSnapshot
 // naming it, and a file that cannot be read is an errOpen.
 func verifyPath(g *globals, path string) (verifyReport, error) {
 	kind, dir, file, err := findSnapshot(path)
@@ -228,7 +228,7 @@ func printVerify(g *globals, r verifyReport) {
 	}
 	if m := r.Metadata; m != nil {
 		fmt.Fprintf(w, "metadata\tindex %d, term %d, shard %d\n", m.Index, m.Term, m.ShardID)
-		fmt.Fprintf(w, "members\t%s\n", plugin.FormatMembers(m.Members))
+		fmt.Fprintf(w, "members\t%s\n", host.FormatMembers(m.Members))
 		if len(m.Removed) > 0 {
 			fmt.Fprintf(w, "removed\t%v\n", m.Removed)
 		}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/proctest"
+	"github.com/keel-db/keel/internal/testkit/proctest"
 )
 
 // TestSnapshotTimerAndExport: with a short --snapshot-interval the timer

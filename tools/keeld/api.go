@@ -12,7 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/client"
+	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/sm"
 	"github.com/lni/dragonboat/v4"
 )
@@ -38,7 +39,7 @@ func (s *server) handleScan(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	sq := plugin.ScanQuery{Prefix: optKey(q, "prefix"), Start: optKey(q, "start"), End: optKey(q, "end")}
+	sq := client.ScanQuery{Prefix: optKey(q, "prefix"), Start: optKey(q, "start"), End: optKey(q, "end")}
 	for _, p := range []struct {
 		name string
 		v    []byte
@@ -61,7 +62,7 @@ func (s *server) handleScan(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, fmt.Errorf("%w: encoding=%q: only base64 is supported", errBadRequest, enc))
 		return
 	}
-	var res plugin.ScanResult
+	var res client.ScanResult
 	err = s.metrics.timeRead("scan", stale, func() error {
 		if stale {
 			res, err = s.client.StaleScan(sq)
@@ -128,7 +129,7 @@ type txnResponse struct {
 
 // decodeTxn parses and checks a txn body. Nothing here panics on any input:
 // unknown fields, trailing data and every shape error are refused.
-func decodeTxn(body []byte) ([]plugin.Cond, []plugin.TxnOp, error) {
+func decodeTxn(body []byte) ([]client.Cond, []client.TxnOp, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	var req txnRequest
@@ -144,7 +145,7 @@ func decodeTxn(body []byte) ([]plugin.Cond, []plugin.TxnOp, error) {
 	if n := len(req.If) + len(req.Then); n > sm.MaxTxnItems {
 		return nil, nil, fmt.Errorf("%w: txn has %d conditions and operations, limit %d", errBadRequest, n, sm.MaxTxnItems)
 	}
-	conds := make([]plugin.Cond, 0, len(req.If))
+	conds := make([]client.Cond, 0, len(req.If))
 	for i, c := range req.If {
 		where := fmt.Sprintf("if[%d]", i)
 		if c.Key == nil {
@@ -155,14 +156,14 @@ func decodeTxn(body []byte) ([]plugin.Cond, []plugin.TxnOp, error) {
 			return nil, nil, err
 		}
 		kinds := 0
-		var cond plugin.Cond
+		var cond client.Cond
 		if c.Absent {
 			kinds++
-			cond = plugin.IfAbsent(k)
+			cond = client.IfAbsent(k)
 		}
 		if c.Exists {
 			kinds++
-			cond = plugin.IfExists(k)
+			cond = client.IfExists(k)
 		}
 		if c.Equals != nil {
 			kinds++
@@ -170,14 +171,14 @@ func decodeTxn(body []byte) ([]plugin.Cond, []plugin.TxnOp, error) {
 			if err := checkValue(v); err != nil {
 				return nil, nil, err
 			}
-			cond = plugin.IfEquals(k, v)
+			cond = client.IfEquals(k, v)
 		}
 		if kinds != 1 {
 			return nil, nil, fmt.Errorf(`%w: %s must set exactly one of "absent": true, "exists": true, "equals": "value"`, errBadRequest, where)
 		}
 		conds = append(conds, cond)
 	}
-	ops := make([]plugin.TxnOp, 0, len(req.Then))
+	ops := make([]client.TxnOp, 0, len(req.Then))
 	for i, o := range req.Then {
 		where := fmt.Sprintf("then[%d]", i)
 		switch {
@@ -192,7 +193,7 @@ func decodeTxn(body []byte) ([]plugin.Cond, []plugin.TxnOp, error) {
 			if err := checkValue(v); err != nil {
 				return nil, nil, err
 			}
-			ops = append(ops, plugin.PutOp(k, v))
+			ops = append(ops, client.PutOp(k, v))
 		case o.Delete != nil && o.Put == nil:
 			if o.Value != nil {
 				return nil, nil, fmt.Errorf(`%w: %s deletes but has a "value"`, errBadRequest, where)
@@ -201,7 +202,7 @@ func decodeTxn(body []byte) ([]plugin.Cond, []plugin.TxnOp, error) {
 			if err := checkKey(where+".delete", k); err != nil {
 				return nil, nil, err
 			}
-			ops = append(ops, plugin.DeleteOp(k))
+			ops = append(ops, client.DeleteOp(k))
 		default:
 			return nil, nil, fmt.Errorf(`%w: %s must set exactly one of "put" (with "value") and "delete"`, errBadRequest, where)
 		}
@@ -222,7 +223,7 @@ func (s *server) handleTxn(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	var res plugin.TxnResult
+	var res client.TxnResult
 	err = s.metrics.timeProposal("txn", func() error {
 		res, err = s.client.Txn(ctx, conds, ops)
 		return err
@@ -270,7 +271,7 @@ func (s *server) handleAddMember(w http.ResponseWriter, r *http.Request) {
 	if addr == "" {
 		addr = form.Get("addr")
 	}
-	if err := plugin.CheckHostPort(addr, false); err != nil {
+	if err := host.CheckHostPort(addr, false); err != nil {
 		s.fail(w, fmt.Errorf("%w: addr: %v", errBadRequest, err))
 		return
 	}
@@ -319,7 +320,7 @@ func (s *server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 const exportTimeout = 30 * time.Minute
 
 // handleExport writes an exported snapshot, exact at its index, under
-// --export-dir and answers with its index and directory (see plugin.Export;
+// --export-dir and answers with its index and directory (see host.Export;
 // restore it with keelctl import). The directory comes from the command
 // line, never from the request, so the API cannot write elsewhere.
 func (s *server) handleExport(w http.ResponseWriter, r *http.Request) {
@@ -328,7 +329,7 @@ func (s *server) handleExport(w http.ResponseWriter, r *http.Request) {
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(exportTimeout + time.Minute))
 	ctx, cancel := context.WithTimeout(r.Context(), exportTimeout)
 	defer cancel()
-	idx, path, err := plugin.Export(ctx, s.nh, s.cfg.ShardID, s.cfg.ExportDir)
+	idx, path, err := host.Export(ctx, s.nh, s.cfg.ShardID, s.cfg.ExportDir)
 	if err != nil {
 		s.fail(w, fmt.Errorf("export: %w", err))
 		return

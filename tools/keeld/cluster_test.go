@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/proctest"
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/host"
+	"github.com/keel-db/keel/internal/testkit/proctest"
 )
 
 // catchUpTimeout bounds how long a restarted or joining replica may take to
@@ -32,7 +32,7 @@ func startCluster(t *testing.T) []*node {
 			members[uint64(i+1)] = nodes[i].raftAddr
 		}
 		for i, n := range nodes {
-			n.extra = []string{"--replica-id", fmt.Sprint(i + 1), "--members", plugin.FormatMembers(members)}
+			n.extra = []string{"--replica-id", fmt.Sprint(i + 1), "--members", host.FormatMembers(members)}
 			n.start()
 		}
 		var err error

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/sm"
 )
 
@@ -46,7 +46,7 @@ type config struct {
 	// catches up by a snapshot stream.
 	LogKeepEntries uint64
 	// WriteBatch is the most single-key writes (PUT and DELETE /kv) that
-	// leave in one Raft proposal (plugin.Batcher); 1 proposes each alone.
+	// leave in one Raft proposal (client.Batcher); 1 proposes each alone.
 	WriteBatch int
 	// SnapshotRateMiB caps snapshot streams and exports, MiB/s (0: none).
 	SnapshotRateMiB int64
@@ -83,7 +83,7 @@ const (
 // RaftDir holds Dragonboat's NodeHost directory (Raft log and metadata).
 func (c config) RaftDir() string { return filepath.Join(c.DataDir, "raft") }
 
-// SMDir is the Keel state machine root (plugin.Config.RootDir).
+// SMDir is the Keel state machine root (host.Config.RootDir).
 func (c config) SMDir() string { return filepath.Join(c.DataDir, "sm") }
 
 func newFlagSet(c *config, members, logLevel *string) *flag.FlagSet {
@@ -170,7 +170,7 @@ func parseFlags(args []string) (config, error) {
 	if c.ReplicaID == 0 {
 		return c, fmt.Errorf("%w: --replica-id must be above 0", errUsage)
 	}
-	if err := plugin.CheckHostPort(c.HTTPAddr, true); err != nil {
+	if err := host.CheckHostPort(c.HTTPAddr, true); err != nil {
 		return c, fmt.Errorf("%w: --http: %v", errUsage, err)
 	}
 	lvl, err := parseLogLevel(logLevel)
@@ -183,7 +183,7 @@ func parseFlags(args []string) (config, error) {
 		if c.Join {
 			return c, fmt.Errorf("%w: --join and --members exclude each other: a joining replica learns the members from the shard", errUsage)
 		}
-		m, err := plugin.ParseMembers(members)
+		m, err := host.ParseMembers(members)
 		if err != nil {
 			return c, fmt.Errorf("%w: --members: %v", errUsage, err)
 		}
@@ -198,7 +198,7 @@ func parseFlags(args []string) (config, error) {
 		}
 		c.Members = m
 	}
-	if err := plugin.CheckHostPort(c.RaftAddr, false); err != nil {
+	if err := host.CheckHostPort(c.RaftAddr, false); err != nil {
 		return c, fmt.Errorf("%w: --raft-addr: %v", errUsage, err)
 	}
 	if !c.Join && c.Members == nil {

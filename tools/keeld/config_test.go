@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/sm"
 )
 
@@ -45,7 +45,7 @@ func TestParseFlagsMembers(t *testing.T) {
 	if c.RaftAddr != "127.0.0.1:2" || len(c.Members) != 3 || c.Members[3] != "h:3" || c.LogLevel != slog.LevelDebug {
 		t.Fatalf("%+v", c)
 	}
-	if got := plugin.FormatMembers(c.Members); got != "1=127.0.0.1:1,2=127.0.0.1:2,3=h:3" {
+	if got := host.FormatMembers(c.Members); got != "1=127.0.0.1:1,2=127.0.0.1:2,3=h:3" {
 		t.Fatalf("formatMembers = %q", got)
 	}
 	c, err = parseFlags([]string{"--replica-id", "4", "--raft-addr", "127.0.0.1:9", "--join"})

@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/keel-db/keel/internal/proctest"
+	"github.com/keel-db/keel/internal/testkit/proctest"
 )
 
 type scanBody struct {

@@ -17,7 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/host"
+	"github.com/keel-db/keel/storageplugin"
 	"github.com/lni/dragonboat/v4"
 )
 
@@ -70,13 +71,13 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	}
 	defer ln.Close()
 
-	plugin.UseSlog(slog.New(demoteRoutine(logger.Handler())), cfg.LogLevel)
+	host.UseSlog(slog.New(demoteRoutine(logger.Handler())), cfg.LogLevel)
 	defer startPprof(logger)()
 	factory, err := newFactory(cfg, logger)
 	if err != nil {
 		return err
 	}
-	nhc := plugin.NodeHostConfig(cfg.RaftDir(), cfg.RaftAddr)
+	nhc := host.NodeHostConfig(cfg.RaftDir(), cfg.RaftAddr)
 	cfg.Security.applyRaftTLS(&nhc)
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
@@ -157,12 +158,12 @@ func setMemoryLimit(mib int64, logger *slog.Logger) {
 
 // newFactory builds the state machine factory: Keel's own, or the one a
 // storage plugin (--sm-plugin) provides.
-func newFactory(cfg config, logger *slog.Logger) (*plugin.Factory, error) {
-	pc := plugin.Config{RootDir: cfg.SMDir(), Logger: logger, SnapshotStreamBytesPerSecond: cfg.SnapshotRateMiB << 20}
+func newFactory(cfg config, logger *slog.Logger) (*host.Factory, error) {
+	pc := host.Config{RootDir: cfg.SMDir(), Logger: logger, SnapshotStreamBytesPerSecond: cfg.SnapshotRateMiB << 20}
 	if cfg.SMPlugin == "" {
-		return plugin.NewFactory(pc)
+		return host.NewFactory(pc)
 	}
-	desc, err := plugin.Load(cfg.SMPlugin)
+	desc, err := storageplugin.Load(cfg.SMPlugin)
 	if err != nil {
 		return nil, err
 	}
@@ -174,8 +175,8 @@ func newFactory(cfg config, logger *slog.Logger) (*plugin.Factory, error) {
 // bootstrapped in the data directory restarts with no member list, so a
 // restart works whatever --members or --join say; Dragonboat keeps the
 // membership in its log.
-func startReplica(nh *dragonboat.NodeHost, f *plugin.Factory, cfg config, logger *slog.Logger) error {
-	sc := plugin.ShardConfig(cfg.ShardID, cfg.ReplicaID)
+func startReplica(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger *slog.Logger) error {
+	sc := host.ShardConfig(cfg.ShardID, cfg.ReplicaID)
 	cfg.schedulerConfig(logger).ApplyTo(&sc)
 	var members map[uint64]dragonboat.Target
 	join := cfg.Join

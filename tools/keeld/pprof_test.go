@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keel-db/keel/internal/testutil"
+	"github.com/keel-db/keel/internal/testkit/testutil"
 )
 
 func TestCheckLoopback(t *testing.T) {

@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/proctest"
-	"github.com/keel-db/keel/internal/testutil"
+	"github.com/keel-db/keel/internal/testkit/proctest"
+	"github.com/keel-db/keel/internal/testkit/testutil"
 )
 
 // keeldBin is the binary built by TestMain.

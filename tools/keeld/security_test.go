@@ -30,8 +30,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/proctest"
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/host"
+	"github.com/keel-db/keel/internal/testkit/proctest"
 )
 
 // testCA is a certificate authority made for one test.
@@ -127,7 +127,7 @@ func TestRaftMutualTLS(t *testing.T) {
 		if i == 2 {
 			ca = rogue
 		}
-		n.extra = append([]string{"--replica-id", fmt.Sprint(i + 1), "--members", plugin.FormatMembers(members)}, tlsFlags(i, ca)...)
+		n.extra = append([]string{"--replica-id", fmt.Sprint(i + 1), "--members", host.FormatMembers(members)}, tlsFlags(i, ca)...)
 		n.start()
 	}
 	for _, n := range nodes[:2] {

@@ -13,7 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/client"
+	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/sm"
 	"github.com/lni/dragonboat/v4"
 )
@@ -30,11 +31,11 @@ const maxBodyBytes = sm.MaxCommandSize + 64<<10
 // its own; everything it touches is safe for concurrent use.
 type server struct {
 	nh     *dragonboat.NodeHost
-	client *plugin.Client
-	// writes carries PUT and DELETE /kv: a plugin.Batcher (group commit)
+	client *client.Client
+	// writes carries PUT and DELETE /kv: a client.Batcher (group commit)
 	// or, with --write-batch 1, the client itself.
 	writes  keyWriter
-	factory *plugin.Factory
+	factory *host.Factory
 	svc     *services
 	cfg     config
 	log     *slog.Logger
@@ -42,10 +43,10 @@ type server struct {
 	started time.Time
 }
 
-func newServer(nh *dragonboat.NodeHost, f *plugin.Factory, svc *services, cfg config, logger *slog.Logger) *server {
+func newServer(nh *dragonboat.NodeHost, f *host.Factory, svc *services, cfg config, logger *slog.Logger) *server {
 	s := &server{
 		nh:      nh,
-		client:  plugin.NewClient(nh, cfg.ShardID),
+		client:  client.NewClient(nh, cfg.ShardID),
 		factory: f,
 		svc:     svc,
 		cfg:     cfg,
@@ -54,14 +55,14 @@ func newServer(nh *dragonboat.NodeHost, f *plugin.Factory, svc *services, cfg co
 	}
 	s.writes = s.client
 	if cfg.WriteBatch > 1 {
-		s.writes = plugin.NewBatcher(s.client, plugin.BatcherOptions{MaxOps: cfg.WriteBatch, Timeout: requestTimeout})
+		s.writes = client.NewBatcher(s.client, client.BatcherOptions{MaxOps: cfg.WriteBatch, Timeout: requestTimeout})
 	}
 	s.metrics = newMetrics(s)
 	return s
 }
 
-// keyWriter is what the single-key write endpoints need; plugin.Client and
-// plugin.Batcher both provide it.
+// keyWriter is what the single-key write endpoints need; client.Client and
+// client.Batcher both provide it.
 type keyWriter interface {
 	Put(ctx context.Context, key, value []byte) error
 	Delete(ctx context.Context, key []byte) error
@@ -296,7 +297,6 @@ func (s *server) fail(w http.ResponseWriter, err error) {
 func statusFor(err error) int {
 	switch {
 	case errors.Is(err, errBadRequest),
-		errors.Is(err, plugin.ErrInvalidCommand),
 		errors.Is(err, sm.ErrInvalidCommand),
 		errors.Is(err, dragonboat.ErrInvalidAddress),
 		errors.Is(err, dragonboat.ErrInvalidTarget):

@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/logcompact"
-	"github.com/keel-db/keel/plugin"
 	"github.com/keel-db/keel/snapshot"
 	"github.com/lni/dragonboat/v4"
 )
@@ -36,7 +36,7 @@ func (c config) schedulerConfig(logger *slog.Logger) snapshot.SchedulerConfig {
 
 // startServices starts the snapshot timer and, unless disabled, the log
 // compactor for the replica the factory created.
-func startServices(nh *dragonboat.NodeHost, f *plugin.Factory, cfg config, logger *slog.Logger) (*services, error) {
+func startServices(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger *slog.Logger) (*services, error) {
 	m := f.StateMachine(cfg.ShardID, cfg.ReplicaID)
 	if m == nil {
 		return nil, fmt.Errorf("replica %d of shard %d has no state machine", cfg.ReplicaID, cfg.ShardID)

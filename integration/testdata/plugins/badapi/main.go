@@ -5,8 +5,8 @@ package main
 import "github.com/keel-db/keel/plugin"
 
 // KeelPlugin claims a future handshake version.
-var KeelPlugin = func() plugin.Descriptor {
-	d := plugin.NewDescriptor()
+var KeelPlugin = func() storageplugin.Descriptor {
+	d := storageplugin.NewDescriptor()
 	d.APIVersion = 999
 	return d
 }()

@@ -2,7 +2,7 @@
 // loader tests use it as "the wrong symbol".
 package main
 
-// Something is exported, but it is not plugin.Descriptor.
+// Something is exported, but it is not storageplugin.Descriptor.
 var Something = 42
 
 func main() {}

@@ -1,7 +1,4 @@
-package plugin
-
-// Version is Keel's release version.
-const Version = "0.1.0"
+package storageplugin
 
 // APIVersion is the version of the storage-plugin handshake (Descriptor).
 // It changes whenever Descriptor's fields or their meaning change; a loader

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/testutil"
+	"github.com/keel-db/keel/internal/testkit/testutil"
 )
 
 // KillTimeout bounds how long Kill waits for a SIGKILLed process to be

@@ -1,23 +1,6 @@
-package plugin
+package storageplugin
 
 import "errors"
-
-var (
-	// ErrInvalidCommand is returned when the state machine rejected a
-	// command as malformed or over a limit (result code CodeInvalidCommand).
-	ErrInvalidCommand = errors.New("keel: command rejected as invalid")
-	// ErrUnexpectedResult is returned when a result carries a code the
-	// client does not know, e.g. from a newer state machine.
-	ErrUnexpectedResult = errors.New("keel: unexpected result from the state machine")
-	// ErrConfig is returned for an unusable Config.
-	ErrConfig = errors.New("keel: invalid config")
-	// ErrBadSnapshot is returned by Import when the export directory fails
-	// verification (incomplete, damaged, or its files disagree); nothing
-	// was written.
-	ErrBadSnapshot = errors.New("keel: exported snapshot fails verification")
-	// ErrBatcherClosed is returned by a Batcher's writes after Close.
-	ErrBatcherClosed = errors.New("keel: batcher closed")
-)
 
 // Errors from Load. Each is wrapped with the plugin's path and the cause.
 var (

@@ -1,4 +1,4 @@
-package plugin_test
+package host_test
 
 import (
 	"context"
@@ -10,7 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/client"
+	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/sm"
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
@@ -20,7 +21,7 @@ import (
 // Commands are plain bytes: encode them with the helpers and propose them
 // with NodeHost.SyncPropose (or use Client, which does both).
 func ExamplePutCommand() {
-	cmd, err := plugin.PutCommand([]byte("greeting"), []byte("hello"))
+	cmd, err := client.PutCommand([]byte("greeting"), []byte("hello"))
 	if err != nil {
 		panic(err)
 	}
@@ -34,7 +35,7 @@ func ExamplePutCommand() {
 	fmt.Printf("op %d key %q value %q\n", c.Op, c.Key, c.Value)
 
 	// Limits are checked before anything is proposed.
-	_, err = plugin.PutCommand(nil, []byte("v"))
+	_, err = client.PutCommand(nil, []byte("v"))
 	fmt.Println(err)
 	// Output:
 	// 17 bytes: 0101086772656574696e670568656c6c6f
@@ -44,14 +45,14 @@ func ExamplePutCommand() {
 
 // A transaction applies its operations only if every condition holds.
 func ExampleTxnCommand() {
-	cmd, err := plugin.TxnCommand(
-		[]plugin.Cond{
-			plugin.IfAbsent([]byte("lock")),
-			plugin.IfEquals([]byte("owner"), []byte("nobody")),
+	cmd, err := client.TxnCommand(
+		[]client.Cond{
+			client.IfAbsent([]byte("lock")),
+			client.IfEquals([]byte("owner"), []byte("nobody")),
 		},
-		[]plugin.TxnOp{
-			plugin.PutOp([]byte("lock"), []byte("me")),
-			plugin.DeleteOp([]byte("owner")),
+		[]client.TxnOp{
+			client.PutOp([]byte("lock"), []byte("me")),
+			client.DeleteOp([]byte("owner")),
 		})
 	if err != nil {
 		panic(err)
@@ -59,12 +60,12 @@ func ExampleTxnCommand() {
 	c, _ := sm.Decode(cmd)
 	fmt.Printf("%d conditions, %d operations\n", len(c.Conds), len(c.Ops))
 
-	_, err = plugin.TxnCommand([]plugin.Cond{plugin.IfExists([]byte("k"))}, nil)
+	_, err = client.TxnCommand([]client.Cond{client.IfExists([]byte("k"))}, nil)
 	fmt.Println(err)
 
-	r, _ := plugin.DeleteRangeCommand([]byte("a"), []byte("b"))
+	r, _ := client.DeleteRangeCommand([]byte("a"), []byte("b"))
 	fmt.Printf("delete range: %x\n", r)
-	_, err = plugin.DeleteRangeCommand([]byte("b"), []byte("a"))
+	_, err = client.DeleteRangeCommand([]byte("b"), []byte("a"))
 	fmt.Println(err)
 	// Output:
 	// 2 conditions, 2 operations
@@ -81,7 +82,7 @@ func ExampleDecodeResult() {
 		{Value: uint64(sm.CodeInvalidCommand), Data: []byte("keel: invalid command: empty key")},
 		{Value: uint64(sm.CodeAlreadyApplied)},
 	} {
-		o := plugin.DecodeResult(r)
+		o := client.DecodeResult(r)
 		fmt.Printf("%s failed-cond=%d reason=%q\n", o.Code, o.FailedCond, o.Reason)
 	}
 	// Output:
@@ -106,7 +107,7 @@ func freeAddr() string {
 // Client.
 func Example_nodeHost() {
 	// Dragonboat is chatty at Info; keep this example's output clean.
-	plugin.UseSlog(slog.New(slog.NewTextHandler(io.Discard, nil)), slog.LevelWarn)
+	host.UseSlog(slog.New(slog.NewTextHandler(io.Discard, nil)), slog.LevelWarn)
 
 	dir, err := os.MkdirTemp("", "keel-example-")
 	if err != nil {
@@ -118,20 +119,20 @@ func Example_nodeHost() {
 		NodeHostDir:    filepath.Join(dir, "raft"),
 		RTTMillisecond: 5,
 		RaftAddress:    addr,
-		Expert:         config.ExpertConfig{LogDB: plugin.LogDBConfig()},
+		Expert:         config.ExpertConfig{LogDB: host.LogDBConfig()},
 	})
 	if err != nil {
 		panic(err)
 	}
 	defer nh.Close()
 
-	f, err := plugin.NewFactory(plugin.Config{RootDir: filepath.Join(dir, "keel")})
+	f, err := host.NewFactory(host.Config{RootDir: filepath.Join(dir, "keel")})
 	if err != nil {
 		panic(err)
 	}
 	const shardID, replicaID = 1, 1
 	members := map[uint64]dragonboat.Target{replicaID: addr}
-	if err := nh.StartOnDiskReplica(members, false, f.Create, plugin.ShardConfig(shardID, replicaID)); err != nil {
+	if err := nh.StartOnDiskReplica(members, false, f.Create, host.ShardConfig(shardID, replicaID)); err != nil {
 		panic(err)
 	}
 
@@ -149,7 +150,7 @@ func Example_nodeHost() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c := plugin.NewClient(nh, shardID)
+	c := client.NewClient(nh, shardID)
 	if err := c.Put(ctx, []byte("color"), []byte("blue")); err != nil {
 		panic(err)
 	}
@@ -159,12 +160,12 @@ func Example_nodeHost() {
 	// Compare-and-swap: succeeds once, then its condition fails.
 	for i := 0; i < 2; i++ {
 		r, err := c.Txn(ctx,
-			[]plugin.Cond{plugin.IfEquals([]byte("color"), []byte("blue"))},
-			[]plugin.TxnOp{plugin.PutOp([]byte("color"), []byte("green")), plugin.PutOp([]byte("changed"), []byte("yes"))})
+			[]client.Cond{client.IfEquals([]byte("color"), []byte("blue"))},
+			[]client.TxnOp{client.PutOp([]byte("color"), []byte("green")), client.PutOp([]byte("changed"), []byte("yes"))})
 		fmt.Printf("txn %d: succeeded=%v failed-cond=%d err=%v\n", i, r.Succeeded, r.FailedCond, err)
 	}
 
-	page, err := c.Scan(ctx, plugin.ScanQuery{})
+	page, err := c.Scan(ctx, client.ScanQuery{})
 	if err != nil {
 		panic(err)
 	}

@@ -1,6 +1,6 @@
 //go:build keel_build_variant
 
-package plugin
+package storageplugin
 
 // buildVariant exists only under the keel_build_variant tag. Tests build a
 // plugin with the tag so that its copy of this package differs from the

@@ -36,4 +36,4 @@
 // call wins. Errors are the sentinels in errors.go, wrapped with %w, or
 // Dragonboat's own (ErrTimeout, ErrCanceled, ...), which callers match with
 // errors.Is.
-package plugin
+package host

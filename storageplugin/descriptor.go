@@ -1,6 +1,8 @@
-package plugin
+package storageplugin
 
 import (
+	"github.com/keel-db/keel/host"
+
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -21,21 +23,21 @@ type Descriptor struct {
 	// KeelVersion is the Keel release the plugin was built from.
 	KeelVersion string
 	// New builds the Dragonboat factory from a typed config.
-	New func(Config) (statemachine.CreateOnDiskStateMachineFunc, error)
-	// NewFactory builds a Factory, for hosts that also want to reach the
+	New func(host.Config) (statemachine.CreateOnDiskStateMachineFunc, error)
+	// NewFactory builds a host.Factory, for hosts that also want to reach the
 	// state machines it creates (status, metrics, log compaction).
-	NewFactory func(Config) (*Factory, error)
+	NewFactory func(host.Config) (*host.Factory, error)
 	// NewFromJSON builds it from a JSON config (see JSONConfig), for hosts
 	// that keep the storage engine's settings as opaque configuration.
 	NewFromJSON func([]byte) (statemachine.CreateOnDiskStateMachineFunc, error)
 }
 
-// JSONConfig is the JSON form of Config accepted by Descriptor.NewFromJSON.
+// JSONConfig is the JSON form of host.Config accepted by Descriptor.NewFromJSON.
 type JSONConfig struct {
 	RootDir      string `json:"root_dir"`
 	CacheSize    int64  `json:"cache_size,omitempty"`
 	MemTableSize uint64 `json:"memtable_size,omitempty"`
-	// SnapshotStreamBytesPerSecond is Config.SnapshotStreamBytesPerSecond.
+	// SnapshotStreamBytesPerSecond is host.Config.SnapshotStreamBytesPerSecond.
 	SnapshotStreamBytesPerSecond int64 `json:"snapshot_stream_bytes_per_second,omitempty"`
 }
 
@@ -43,21 +45,21 @@ type JSONConfig struct {
 func NewDescriptor() Descriptor {
 	return Descriptor{
 		APIVersion:  APIVersion,
-		KeelVersion: Version,
-		New: func(cfg Config) (statemachine.CreateOnDiskStateMachineFunc, error) {
-			f, err := NewFactory(cfg)
+		KeelVersion: host.Version,
+		New: func(cfg host.Config) (statemachine.CreateOnDiskStateMachineFunc, error) {
+			f, err := host.NewFactory(cfg)
 			if err != nil {
 				return nil, err
 			}
 			return f.Create, nil
 		},
-		NewFactory: NewFactory,
+		NewFactory: host.NewFactory,
 		NewFromJSON: func(b []byte) (statemachine.CreateOnDiskStateMachineFunc, error) {
 			var jc JSONConfig
 			if err := json.Unmarshal(b, &jc); err != nil {
-				return nil, fmt.Errorf("%w: plugin config: %v", ErrConfig, err)
+				return nil, fmt.Errorf("%w: plugin config: %v", host.ErrConfig, err)
 			}
-			f, err := NewFactory(Config{
+			f, err := host.NewFactory(host.Config{
 				RootDir:                      jc.RootDir,
 				Engine:                       engine.Options{CacheSize: jc.CacheSize, MemTableSize: jc.MemTableSize},
 				Logger:                       slog.Default(),

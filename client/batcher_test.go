@@ -1,4 +1,4 @@
-package plugin_test
+package client_test
 
 import (
 	"bytes"
@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/testcluster"
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/client"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
 	"github.com/keel-db/keel/sm"
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/statemachine"
@@ -171,7 +171,7 @@ func checkReplicas(t *testing.T, c *testcluster.Cluster, want map[string]string,
 // deletes through b on keys of their own under prefix, and returns the content the
 // shard must then hold and every key touched. Each writer's calls are
 // sequential, so the final state is known whatever the batching.
-func runWorkload(t *testing.T, b *plugin.Batcher, prefix string, writers, perWriter int, seed int64) (map[string]string, []string) {
+func runWorkload(t *testing.T, b *client.Batcher, prefix string, writers, perWriter int, seed int64) (map[string]string, []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -231,7 +231,7 @@ func TestBatcherConcurrentWrites(t *testing.T) {
 	t.Logf("seed %d", seed)
 	c, log, leader := batcherCluster(t)
 
-	b := plugin.NewBatcher(leader.Client, plugin.BatcherOptions{})
+	b := client.NewBatcher(leader.Client, client.BatcherOptions{})
 	before, logged := appliedIndex(c, leader), log.len()
 	want, universe := runWorkload(t, b, "w", writers, perWriter, seed)
 	checkReplicas(t, c, want, universe)
@@ -259,7 +259,7 @@ func TestBatcherConcurrentWrites(t *testing.T) {
 
 	t.Run("MaxOps1", func(t *testing.T) {
 		const writers, perWriter = 16, 10
-		b := plugin.NewBatcher(leader.Client, plugin.BatcherOptions{MaxOps: 1})
+		b := client.NewBatcher(leader.Client, client.BatcherOptions{MaxOps: 1})
 		before, logged := appliedIndex(c, leader), log.len()
 		more, moreKeys := runWorkload(t, b, "x", writers, perWriter, seed)
 		for k, v := range more {
@@ -282,7 +282,7 @@ func TestBatcherConcurrentWrites(t *testing.T) {
 // that far), and good writes made beside it all succeed.
 func TestBatcherRejectsBadWrites(t *testing.T) {
 	c, _, leader := batcherCluster(t)
-	b := plugin.NewBatcher(leader.Client, plugin.BatcherOptions{})
+	b := client.NewBatcher(leader.Client, client.BatcherOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -352,7 +352,7 @@ func TestBatcherRejectsBadWrites(t *testing.T) {
 // write. Nothing refused is written.
 func TestBatcherRefusals(t *testing.T) {
 	c, _, leader := batcherCluster(t)
-	b := plugin.NewBatcher(leader.Client, plugin.BatcherOptions{})
+	b := client.NewBatcher(leader.Client, client.BatcherOptions{})
 	if err := b.Put(context.Background(), []byte("k"), []byte("v")); !errors.Is(err, dragonboat.ErrDeadlineNotSet) {
 		t.Fatalf("put without a deadline: %v, want dragonboat.ErrDeadlineNotSet", err)
 	}
@@ -379,10 +379,10 @@ func TestBatcherRefusals(t *testing.T) {
 	}
 	b.Close()
 	b.Close() // idempotent
-	if err := b.Put(ctx, []byte("after"), []byte("close")); !errors.Is(err, plugin.ErrBatcherClosed) {
+	if err := b.Put(ctx, []byte("after"), []byte("close")); !errors.Is(err, client.ErrBatcherClosed) {
 		t.Fatalf("put after Close: %v, want ErrBatcherClosed", err)
 	}
-	if err := b.Delete(ctx, []byte("before")); !errors.Is(err, plugin.ErrBatcherClosed) {
+	if err := b.Delete(ctx, []byte("before")); !errors.Is(err, client.ErrBatcherClosed) {
 		t.Fatalf("delete after Close: %v, want ErrBatcherClosed", err)
 	}
 	checkReplicas(t, c, map[string]string{"before": "close"}, []string{"before", "after", "dead"})
@@ -394,7 +394,7 @@ func TestBatcherRefusals(t *testing.T) {
 // still be pending. A caller whose context is cancelled gets ErrCanceled.
 func TestBatcherCallerTimeout(t *testing.T) {
 	c, _, leader := batcherCluster(t)
-	b := plugin.NewBatcher(leader.Client, plugin.BatcherOptions{Timeout: 2 * time.Second})
+	b := client.NewBatcher(leader.Client, client.BatcherOptions{Timeout: 2 * time.Second})
 	for _, n := range c.Running() {
 		if n.ReplicaID != leader.ReplicaID {
 			c.Stop(n.ReplicaID)
@@ -436,7 +436,7 @@ func TestBatcherCallerTimeout(t *testing.T) {
 // returns once the state machine holds it: with MaxInFlight 1 the only
 // proposal slot is then taken until the gate opens. The write's result
 // arrives on the returned channel.
-func holdSlot(t *testing.T, ctx context.Context, b *plugin.Batcher, log *entryLog) <-chan error {
+func holdSlot(t *testing.T, ctx context.Context, b *client.Batcher, log *entryLog) <-chan error {
 	t.Helper()
 	held := log.closeGate()
 	first := make(chan error, 1)
@@ -459,7 +459,7 @@ func holdSlot(t *testing.T, ctx context.Context, b *plugin.Batcher, log *entryLo
 //   - Close refuses new writes but lets queued ones through.
 func TestBatcherQueuedWrites(t *testing.T) {
 	c, log, leader := batcherCluster(t)
-	b := plugin.NewBatcher(leader.Client, plugin.BatcherOptions{MaxInFlight: 1})
+	b := client.NewBatcher(leader.Client, client.BatcherOptions{MaxInFlight: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -482,7 +482,7 @@ func TestBatcherQueuedWrites(t *testing.T) {
 		copy(buf, "XXXXXXXXXXXXXX")
 	}
 	b.Close()
-	if err := b.Put(ctx, []byte("late"), []byte("v")); !errors.Is(err, plugin.ErrBatcherClosed) {
+	if err := b.Put(ctx, []byte("late"), []byte("v")); !errors.Is(err, client.ErrBatcherClosed) {
 		t.Fatalf("put after Close: %v, want ErrBatcherClosed", err)
 	}
 	log.openGate()
@@ -511,7 +511,7 @@ func TestBatcherLimits(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	const maxBytes = 64 << 10
-	b := plugin.NewBatcher(leader.Client, plugin.BatcherOptions{MaxOps: 4, MaxBytes: maxBytes})
+	b := client.NewBatcher(leader.Client, client.BatcherOptions{MaxOps: 4, MaxBytes: maxBytes})
 
 	value := func(k string, n int) []byte {
 		return append([]byte(k+":"), bytes.Repeat([]byte{'v'}, n)...)
@@ -521,7 +521,7 @@ func TestBatcherLimits(t *testing.T) {
 	var mu sync.Mutex // guards want and universe
 	var wg sync.WaitGroup
 	errc := make(chan error, 256)
-	put := func(b *plugin.Batcher, k string, v []byte) {
+	put := func(b *client.Batcher, k string, v []byte) {
 		defer wg.Done()
 		if err := b.Put(ctx, []byte(k), v); err != nil {
 			errc <- fmt.Errorf("put %s (%d bytes): %w", k, len(v), err)
@@ -570,7 +570,7 @@ func TestBatcherLimits(t *testing.T) {
 
 	// Near-maximal values through a Batcher whose MaxBytes asks for more
 	// than a command can hold.
-	huge := plugin.NewBatcher(leader.Client, plugin.BatcherOptions{MaxBytes: 1 << 30})
+	huge := client.NewBatcher(leader.Client, client.BatcherOptions{MaxBytes: 1 << 30})
 	for i := 0; i < 6; i++ {
 		k := fmt.Sprint("huge/", i)
 		wg.Add(1)
@@ -595,9 +595,9 @@ func TestBatcherSameKey(t *testing.T) {
 	c, _, _ := batcherCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	var batchers []*plugin.Batcher
+	var batchers []*client.Batcher
 	for _, n := range c.Running() {
-		batchers = append(batchers, plugin.NewBatcher(n.Client, plugin.BatcherOptions{}))
+		batchers = append(batchers, client.NewBatcher(n.Client, client.BatcherOptions{}))
 	}
 	const writers, perWriter = 64, 20
 	last := map[string]bool{}
@@ -640,7 +640,7 @@ func TestBatcherSameKey(t *testing.T) {
 // be applied once the gate opens.
 func TestBatcherMaxOpsCap(t *testing.T) {
 	c, log, leader := batcherCluster(t)
-	b := plugin.NewBatcher(leader.Client, plugin.BatcherOptions{MaxOps: 5 * sm.MaxTxnItems, MaxInFlight: 1})
+	b := client.NewBatcher(leader.Client, client.BatcherOptions{MaxOps: 5 * sm.MaxTxnItems, MaxInFlight: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 

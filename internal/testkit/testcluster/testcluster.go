@@ -26,9 +26,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-db/keel/client"
 	"github.com/keel-db/keel/engine"
-	"github.com/keel-db/keel/internal/proctest"
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/host"
+	"github.com/keel-db/keel/internal/testkit/proctest"
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/statemachine"
@@ -38,12 +39,12 @@ import (
 type Options struct {
 	// ShardID defaults to 1.
 	ShardID uint64
-	// Shard adjusts the per-replica Raft config after plugin.ShardConfig.
+	// Shard adjusts the per-replica Raft config after host.ShardConfig.
 	Shard func(*config.Config)
 	// NodeHost adjusts the NodeHost config.
 	NodeHost func(*config.NodeHostConfig)
 	// Plugin adjusts the Keel config (RootDir is set per replica).
-	Plugin func(*plugin.Config)
+	Plugin func(*host.Config)
 	// RTTMillisecond defaults to 5.
 	RTTMillisecond uint64
 	// WrapStateMachine, if set, wraps every state machine the replica's
@@ -58,8 +59,8 @@ type Node struct {
 	Addr      string
 	Dir       string
 	NH        *dragonboat.NodeHost
-	Factory   *plugin.Factory
-	Client    *plugin.Client
+	Factory   *host.Factory
+	Client    *client.Client
 }
 
 // Cluster is a set of replicas of one shard.
@@ -91,7 +92,7 @@ func Quiet() {
 			level = slog.LevelDebug
 		}
 		l := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-		plugin.UseSlog(l, level)
+		host.UseSlog(l, level)
 	})
 }
 
@@ -195,7 +196,7 @@ func (c *Cluster) start(id uint64, addr string, members map[uint64]dragonboat.Ta
 		NodeHostDir:    filepath.Join(dir, "raft"),
 		RTTMillisecond: c.opts.RTTMillisecond,
 		RaftAddress:    addr,
-		Expert:         config.ExpertConfig{LogDB: plugin.LogDBConfig()},
+		Expert:         config.ExpertConfig{LogDB: host.LogDBConfig()},
 	}
 	if c.opts.NodeHost != nil {
 		c.opts.NodeHost(&nhc)
@@ -204,16 +205,16 @@ func (c *Cluster) start(id uint64, addr string, members map[uint64]dragonboat.Ta
 	if err != nil {
 		c.t.Fatalf("replica %d: new NodeHost: %v", id, err)
 	}
-	pc := plugin.Config{RootDir: filepath.Join(dir, "sm")}
+	pc := host.Config{RootDir: filepath.Join(dir, "sm")}
 	if c.opts.Plugin != nil {
 		c.opts.Plugin(&pc)
 	}
-	f, err := plugin.NewFactory(pc)
+	f, err := host.NewFactory(pc)
 	if err != nil {
 		nh.Close()
 		c.t.Fatalf("replica %d: factory: %v", id, err)
 	}
-	sc := plugin.ShardConfig(c.ShardID, id)
+	sc := host.ShardConfig(c.ShardID, id)
 	if c.opts.Shard != nil {
 		c.opts.Shard(&sc)
 	}
@@ -227,7 +228,7 @@ func (c *Cluster) start(id uint64, addr string, members map[uint64]dragonboat.Ta
 		nh.Close()
 		c.t.Fatalf("replica %d: start: %v", id, err)
 	}
-	n := &Node{ReplicaID: id, Addr: addr, Dir: dir, NH: nh, Factory: f, Client: plugin.NewClient(nh, c.ShardID)}
+	n := &Node{ReplicaID: id, Addr: addr, Dir: dir, NH: nh, Factory: f, Client: client.NewClient(nh, c.ShardID)}
 	c.mu.Lock()
 	c.Nodes[id] = n
 	c.mu.Unlock()

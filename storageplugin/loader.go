@@ -1,6 +1,8 @@
-package plugin
+package storageplugin
 
 import (
+	"github.com/keel-db/keel/host"
+
 	"fmt"
 	"os"
 	goplugin "plugin"
@@ -39,11 +41,11 @@ func Load(path string) (d *Descriptor, err error) {
 	}
 	desc, ok := sym.(*Descriptor)
 	if !ok {
-		return nil, fmt.Errorf("%w: %s exports %s as %T, want *plugin.Descriptor", ErrPluginSymbol, path, SymbolName, sym)
+		return nil, fmt.Errorf("%w: %s exports %s as %T, want *storageplugin.Descriptor", ErrPluginSymbol, path, SymbolName, sym)
 	}
 	if desc.APIVersion != APIVersion {
 		return nil, fmt.Errorf("%w: %s speaks plugin API %d (Keel %s), this host speaks %d (Keel %s)",
-			ErrPluginAPIVersion, path, desc.APIVersion, desc.KeelVersion, APIVersion, Version)
+			ErrPluginAPIVersion, path, desc.APIVersion, desc.KeelVersion, APIVersion, host.Version)
 	}
 	if desc.New == nil || desc.NewFactory == nil || desc.NewFromJSON == nil {
 		return nil, fmt.Errorf("%w: %s has an incomplete descriptor", ErrPluginSymbol, path)

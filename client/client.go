@@ -1,4 +1,4 @@
-package plugin
+package client
 
 import (
 	"context"
@@ -97,7 +97,7 @@ func outcomeErr(o sm.Outcome) error {
 	case sm.CodeOK:
 		return nil
 	case sm.CodeInvalidCommand:
-		return fmt.Errorf("%w: %s", ErrInvalidCommand, o.Reason)
+		return fmt.Errorf("%w: %s", sm.ErrInvalidCommand, o.Reason)
 	default:
 		return fmt.Errorf("%w: %s", ErrUnexpectedResult, o.Code)
 	}

@@ -1,4 +1,4 @@
-package plugin
+package host
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keel-db/keel/internal/testutil"
+	"github.com/keel-db/keel/internal/testkit/testutil"
 	"github.com/lni/dragonboat/v4/logger"
 )
 

@@ -1,4 +1,4 @@
-package plugin_test
+package host_test
 
 import (
 	"context"
@@ -10,15 +10,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/internal/testcluster"
-	"github.com/keel-db/keel/internal/testutil"
-	"github.com/keel-db/keel/plugin"
+	"github.com/keel-db/keel/host"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
+	"github.com/keel-db/keel/internal/testkit/testutil"
 	"github.com/lni/dragonboat/v4/config"
 )
 
 // TestImportRefusesDamagedExport: tools.ImportSnapshot panics on a damaged
 // header or metadata and copies a .gbsnap whose data bytes are damaged
-// without noticing. plugin.Import must verify first: a damaged export is
+// without noticing. host.Import must verify first: a damaged export is
 // an ErrBadSnapshot, never a panic, and the target replica's directories
 // are left exactly as they were. The undamaged export then imports.
 func TestImportRefusesDamagedExport(t *testing.T) {
@@ -31,7 +31,7 @@ func TestImportRefusesDamagedExport(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, exp, err := plugin.Export(ctx, n.NH, c.ShardID, filepath.Join(t.TempDir(), "export"))
+	_, exp, err := host.Export(ctx, n.NH, c.ShardID, filepath.Join(t.TempDir(), "export"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestImportRefusesDamagedExport(t *testing.T) {
 		NodeHostDir:    filepath.Join(n.Dir, "raft"),
 		RTTMillisecond: 5,
 		RaftAddress:    n.Addr,
-		Expert:         config.ExpertConfig{LogDB: plugin.LogDBConfig()},
+		Expert:         config.ExpertConfig{LogDB: host.LogDBConfig()},
 	}
 	members := map[uint64]string{n.ReplicaID: n.Addr}
 	gbsnapOf := func(dir string) string {
@@ -87,7 +87,7 @@ func TestImportRefusesDamagedExport(t *testing.T) {
 			}
 			damage(dir)
 			err := importNoPanic(t, nhc, dir, members, n.ReplicaID)
-			if !errors.Is(err, plugin.ErrBadSnapshot) {
+			if !errors.Is(err, host.ErrBadSnapshot) {
 				t.Fatalf("Import of a damaged export: got %v, want ErrBadSnapshot", err)
 			}
 			t.Logf("refused: %v", err)
@@ -111,5 +111,5 @@ func importNoPanic(t *testing.T, nhc config.NodeHostConfig, dir string, members 
 			t.Fatalf("Import panicked: %v", r)
 		}
 	}()
-	return plugin.Import(nhc, dir, members, id)
+	return host.Import(nhc, dir, members, id)
 }
