@@ -1,12 +1,15 @@
 package host
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 
 	"github.com/keel-db/keel/engine"
+	"github.com/keel-db/keel/logcompact"
 	"github.com/keel-db/keel/sm"
 	"github.com/keel-db/keel/snapshot"
 	"github.com/lni/dragonboat/v4/statemachine"
@@ -17,8 +20,14 @@ type Config struct {
 	// RootDir holds one data directory per shard and replica:
 	// <RootDir>/shard-<id>/replica-<id>. Required.
 	RootDir string
-	// Engine configures Pebble; the zero value gives Keel's defaults.
+	// Engine configures each shard's Pebble tablet; the zero value gives
+	// Keel's defaults. Engine.Shared is ignored: the Factory sets it to the
+	// resources it owns.
 	Engine engine.Options
+	// Shared sizes the resources every shard of the Factory shares: one
+	// block cache, one file cache (open sstables) and one memtable budget.
+	// The zero value gives engine's defaults (see engine.SharedOptions).
+	Shared engine.SharedOptions
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// SnapshotStreamBytesPerSecond caps the rate at which a replica writes
@@ -28,40 +37,59 @@ type Config struct {
 	SnapshotStreamBytesPerSecond int64
 }
 
-// DataDir is the directory holding a replica's state.
+// DataDir is the directory holding a replica's state (its tablet).
 func (c Config) DataDir(shardID, replicaID uint64) string {
 	return filepath.Join(c.RootDir, fmt.Sprintf("shard-%d", shardID), fmt.Sprintf("replica-%d", replicaID))
 }
 
-// Factory creates Keel state machines for Dragonboat and remembers them so a
-// host can reach a replica's state machine (for metrics and status).
+// Factory creates Keel state machines for Dragonboat, owns the resources
+// they share, and remembers them so a host can reach a replica's state
+// machine (metrics, status, the log compactor's floor).
+//
+// Lifetime: NewFactory opens the shared resources; every state machine the
+// Factory creates uses them; Close releases them and must come after the
+// NodeHost that runs the state machines has closed (Host does this in
+// order). Dragonboat creates and closes state machines one replica at a
+// time, which is why neither sm.Open nor a state machine's Close owns what
+// every shard shares.
 type Factory struct {
-	cfg Config
+	cfg    Config
+	shared *engine.Shared
 
-	// mu guards sms.
-	mu  sync.Mutex
-	sms map[[2]uint64]*sm.StateMachine
+	// mu guards sms and closed.
+	mu     sync.Mutex
+	sms    map[[2]uint64]*sm.StateMachine
+	closed bool
 }
 
-// NewFactory checks cfg and returns a Factory. Pass its Create method to
-// NodeHost.StartOnDiskReplica.
+// NewFactory checks cfg, opens the shared resources and returns a Factory.
+// Pass its Create method to NodeHost.StartOnDiskReplica.
 func NewFactory(cfg Config) (*Factory, error) {
 	if cfg.RootDir == "" {
 		return nil, fmt.Errorf("%w: RootDir is empty", ErrConfig)
 	}
-	return &Factory{cfg: cfg, sms: make(map[[2]uint64]*sm.StateMachine)}, nil
+	shared, err := engine.NewShared(cfg.Shared)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return &Factory{cfg: cfg, shared: shared, sms: make(map[[2]uint64]*sm.StateMachine)}, nil
 }
 
 // Config returns the factory's configuration.
 func (f *Factory) Config() Config { return f.cfg }
 
+// Shared returns the resources the factory's shards share, for metrics.
+func (f *Factory) Shared() *engine.Shared { return f.shared }
+
 // Create is a statemachine.CreateOnDiskStateMachineFunc.
 func (f *Factory) Create(shardID, replicaID uint64) statemachine.IOnDiskStateMachine {
+	eo := f.cfg.Engine
+	eo.Shared = f.shared
 	s := sm.New(sm.Config{
 		Dir:       f.cfg.DataDir(shardID, replicaID),
 		ShardID:   shardID,
 		ReplicaID: replicaID,
-		Engine:    f.cfg.Engine,
+		Engine:    eo,
 		Logger:    f.cfg.Logger,
 		Snapshot:  snapshot.Options{StreamBytesPerSecond: f.cfg.SnapshotStreamBytesPerSecond},
 	})
@@ -80,4 +108,63 @@ func (f *Factory) StateMachine(shardID, replicaID uint64) *sm.StateMachine {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.sms[[2]uint64{shardID, replicaID}]
+}
+
+// Replicas lists the (shard, replica) pairs the factory has created state
+// machines for and not removed, in no particular order.
+func (f *Factory) Replicas() [][2]uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([][2]uint64, 0, len(f.sms))
+	for k := range f.sms {
+		out = append(out, k)
+	}
+	return out
+}
+
+// RemoveTablet deletes a replica's tablet from disk and returns the
+// allocated bytes that freed. The replica's state machine must be closed
+// (Dragonboat closes it when the replica stops); RemoveTablet refuses an
+// open one with ErrReplicaRunning. The parent directory is fsynced so the
+// removal survives a crash; a crash in the middle leaves a partial tablet
+// that the next RemoveTablet (or keelctl check) finds.
+func (f *Factory) RemoveTablet(shardID, replicaID uint64) (int64, error) {
+	key := [2]uint64{shardID, replicaID}
+	f.mu.Lock()
+	s := f.sms[key]
+	if s != nil && s.IsOpen() {
+		f.mu.Unlock()
+		return 0, fmt.Errorf("%w: shard %d replica %d", ErrReplicaRunning, shardID, replicaID)
+	}
+	delete(f.sms, key)
+	f.mu.Unlock()
+	dir := f.cfg.DataDir(shardID, replicaID)
+	freed, err := logcompact.AllocatedBytes(dir)
+	if err != nil {
+		return 0, fmt.Errorf("keel: measure %s: %w", dir, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return 0, fmt.Errorf("keel: remove tablet %s: %w", dir, err)
+	}
+	if err := syncDir(filepath.Dir(dir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return freed, fmt.Errorf("keel: remove tablet %s: %w", dir, err)
+	}
+	// An empty shard-<id> directory is removed too; a sibling replica's
+	// tablet keeps it.
+	_ = os.Remove(filepath.Dir(dir))
+	return freed, nil
+}
+
+// Close releases the shared resources. Call it after the NodeHost running
+// the factory's state machines has closed; it is safe to call more than
+// once.
+func (f *Factory) Close() error {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return nil
+	}
+	f.closed = true
+	f.mu.Unlock()
+	return f.shared.Close()
 }

@@ -1,39 +1,40 @@
-// Package plugin is Keel's host-facing API: everything a program embedding
-// Keel in a Dragonboat NodeHost, or loading it as a Go plugin, needs.
+// Package host is what a program embedding Keel in a Dragonboat NodeHost
+// uses to run Keel shards: the state-machine factory and the resources its
+// shards share, the NodeHost's lifetime around them, Keel's Dragonboat
+// defaults, and disaster-recovery export and import.
 //
 // # What it owns
 //
+//   - Host (host.go): opens the shared resources, then a NodeHost with
+//     Keel's defaults; starts replicas; removes a replica's data, Keel's
+//     tablet included (Dragonboat's RemoveData clears only its own);
+//     closes the NodeHost and then the shared resources.
 //   - Factory (config.go): creates Keel state machines for
-//     NodeHost.StartOnDiskReplica and keeps them reachable by shard and
-//     replica, for metrics, status and the log compactor's floor.
-//   - Client (client.go): writes proposed through Raft (Put, Delete,
-//     DeleteRange, Txn) and reads (linearizable Get/Scan through
-//     SyncRead, or Stale* from the local replica). Requests Dragonboat
-//     dropped before they reached the log are retried until the context's
-//     deadline; anything else is returned as is.
-//   - Batcher (batcher.go): group commit for single-key writes. Concurrent
-//     Put and Delete calls leave in one proposal, a transaction without
-//     conditions; each call still returns after its own write is applied.
-//   - Command helpers (commands.go) re-exporting the sm codec, so hosts
-//     that propose themselves need import only this package.
+//     NodeHost.StartOnDiskReplica, owns the engine.Shared every one of them
+//     uses (one block cache, one file cache, one memtable budget), and
+//     keeps them reachable by shard and replica for metrics, status and
+//     the log compactor's stream floor.
 //   - Keel's Dragonboat defaults (nodehost.go): LogDBConfig, ShardConfig,
-//     NodeHostConfig, RTTMillisecond. ShardConfig leaves LogDB space
-//     reclamation to logcompact.Compactor, which a host must run.
-//   - Export and Import of snapshots for disaster recovery (export.go);
-//     Import verifies the whole export before it changes anything.
-//   - The storage-plugin handshake (descriptor.go, loader.go): Descriptor,
-//     APIVersion, and Load, which classifies every way a .so can fail to
-//     load. plugin/keelso is the plugin's main package.
+//     NodeHostConfig, RTTMillisecond.
+//   - Export and Import of snapshots (export.go); Import verifies the whole
+//     export before it changes anything.
 //   - Member-list parsing (members.go) and slog routing for Dragonboat's
-//     loggers (logger.go).
+//     process-global loggers (logger.go).
+//
+// # Lifetimes
+//
+// Dragonboat creates and closes state machines one replica at a time, so
+// the resources every shard shares belong to neither: they belong to the
+// Factory, and the Host closes the Factory only after the NodeHost (and so
+// every state machine) has closed:
+//
+//	h, _ := host.Open(host.Options{NodeHostDir: ..., RaftAddress: ..., Keel: host.Config{RootDir: ...}})
+//	defer h.Close()                 // NodeHost first, then the shared resources
+//	h.StartReplica(members, false, host.ShardConfig(shardID, replicaID))
 //
 // # Concurrency
 //
-// Factory, Client and Batcher are safe for concurrent use. Factory's map
-// is guarded by its mutex; Client holds no mutable state; Batcher's queue
-// and in-flight count are guarded by its mutex, and its proposals run on
-// goroutines of their own. UseSlog may be called more than once; the last
-// call wins. Errors are the sentinels in errors.go, wrapped with %w, or
-// Dragonboat's own (ErrTimeout, ErrCanceled, ...), which callers match with
-// errors.Is.
+// Host and Factory are safe for concurrent use; Factory's map is guarded by
+// its mutex. UseSlog may be called more than once; the last call wins.
+// Errors are the sentinels in errors.go wrapped with %w, or Dragonboat's.
 package host

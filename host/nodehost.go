@@ -10,7 +10,7 @@ import (
 // Dragonboat's default (the "large memory" config) runs 16 LogDB shards,
 // each a Pebble instance with 128 MiB memtables whose WAL files are
 // preallocated: an empty NodeHost already holds about 148 MB of disk and each
-// shard keeps about 740 MB allocated after log compaction (DESIGN.md §4).
+// shard keeps about 740 MB allocated after log compaction (docs/design.md §4).
 // Keel hosts one or a few Raft shards per NodeHost, so Keel uses the tiny
 // config with 2 MiB write buffers on a single LogDB shard: the preallocated
 // WAL files stay small, the log's disk use follows compaction down to a few
@@ -37,10 +37,14 @@ func LogDBConfig() config.LogDBConfig {
 //   - CompactionOverhead logcompact.DefaultKeepEntries: a snapshot taken
 //     without logcompact's option (SnapshotEntries, a plain RequestSnapshot)
 //     still keeps the trailing window's entry count.
-//   - DisableAutoCompactions: logcompact.Compactor runs LogDB's space
-//     reclamation itself so it can measure what each one frees; a host using
-//     these defaults must run a Compactor per replica (its Run loop also
-//     reclaims after snapshots it did not take).
+//   - Dragonboat's LogDB auto compactions stay on, so a replica's Raft-log
+//     disk comes back after every snapshot. A host that runs a
+//     logcompact.Compactor for the replica calls logcompact.Configure on
+//     this config, which turns them off so the Compactor issues (and
+//     measures) each reclamation itself.
+//   - Quiesce: an idle shard stops heartbeating and ticking its election
+//     timer, so a host with many idle shards costs close to nothing; any
+//     proposal, read or message wakes it.
 func ShardConfig(shardID, replicaID uint64) config.Config {
 	return config.Config{
 		ShardID:                 shardID,
@@ -50,7 +54,7 @@ func ShardConfig(shardID, replicaID uint64) config.Config {
 		CheckQuorum:             true,
 		PreVote:                 true,
 		CompactionOverhead:      logcompact.DefaultKeepEntries,
-		DisableAutoCompactions:  true,
+		Quiesce:                 true,
 		SnapshotCompressionType: config.Snappy,
 	}
 }

@@ -24,7 +24,7 @@ const lcDiskBound = 64 << 20
 func TestLogCompactBoundedLog(t *testing.T) {
 	writes := lcEnvInt(t, "KEEL_LOGCOMPACT_WRITES", 150_000)
 	const valueSize = 256
-	c := testcluster.New(t, 3, testcluster.Options{})
+	c := testcluster.New(t, 3, testcluster.Options{Shard: logcompact.Configure})
 	comps := lcStartCompactors(t, c, logcompact.DefaultPolicy(), time.Second)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

@@ -62,6 +62,7 @@ func TestLogCompactShortLagNoSnapshot(t *testing.T) {
 	const lag = 2500 // < KeepEntries
 	var ev lcEvents
 	c := testcluster.New(t, 3, testcluster.Options{
+		Shard: logcompact.Configure,
 		NodeHost: func(nhc *config.NodeHostConfig) {
 			nhc.SystemEventListener = lcListener{received: ev.counter(nhc.RaftAddress)}
 		},

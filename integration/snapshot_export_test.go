@@ -14,7 +14,7 @@ import (
 	"github.com/keel-db/keel/internal/testkit/testcluster"
 )
 
-// The regression test for the lost-writes trap (DESIGN §3): an export taken
+// The regression test for the lost-writes trap (docs/design.md §3): an export taken
 // while writes go on must be exact at its index, or after an import the
 // shard's new log reuses indexes the image already claims and new writes
 // are skipped. Three replicas; write A; export while a writer runs; write
@@ -30,7 +30,7 @@ func TestSnapshotExportImport(t *testing.T) {
 	// Writers racing the export: each writes its own sequence of keys, so
 	// what an exact image holds of each is a prefix. Enough of them that
 	// applies land while the export's checkpoint is taken, which is what
-	// makes a late image (DESIGN §3) lose writes after the import.
+	// makes a late image (docs/design.md §3) lose writes after the import.
 	const writers = 16
 	var acked, started [writers]atomic.Int64
 	stop := make(chan struct{})

@@ -95,7 +95,7 @@ func drawLogDisk(results map[string]series, out string) error {
 
 func runLogDisk(b *testing.B, mode string, on bool) {
 	const valueSize, workers = 256, 128
-	c := testcluster.New(b, 3, testcluster.Options{})
+	c := testcluster.New(b, 3, testcluster.Options{Shard: logcompact.Configure})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()

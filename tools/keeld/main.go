@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/keel-db/keel/host"
+	"github.com/keel-db/keel/logcompact"
 	"github.com/keel-db/keel/storageplugin"
 	"github.com/lni/dragonboat/v4"
 )
@@ -73,13 +74,19 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 
 	host.UseSlog(slog.New(demoteRoutine(logger.Handler())), cfg.LogLevel)
 	defer startPprof(logger)()
-	factory, err := newFactory(cfg, logger)
+	newFactory, err := factoryFunc(cfg, logger)
 	if err != nil {
 		return err
 	}
-	nhc := host.NodeHostConfig(cfg.RaftDir(), cfg.RaftAddr)
-	cfg.Security.applyRaftTLS(&nhc)
-	nh, err := dragonboat.NewNodeHost(nhc)
+	// The Host orders the lifetimes: shared resources, then the NodeHost;
+	// on the way out the NodeHost (and every state machine) closes first.
+	h, err := host.Open(host.Options{
+		NodeHostDir: cfg.RaftDir(),
+		RaftAddress: cfg.RaftAddr,
+		Keel:        host.Config{RootDir: cfg.SMDir(), Logger: logger, SnapshotStreamBytesPerSecond: cfg.SnapshotRateMiB << 20},
+		Configure:   cfg.Security.applyRaftTLS,
+		NewFactory:  newFactory,
+	})
 	if err != nil {
 		hint := ""
 		// Dragonboat's sentinel is internal; its text is stable.
@@ -88,9 +95,11 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 		}
 		return fmt.Errorf("start Raft node host at %s in %s: %w%s", cfg.RaftAddr, cfg.RaftDir(), err, hint)
 	}
-	// Dragonboat panics when Close is called twice.
-	closeNH := sync.OnceFunc(nh.Close)
-	defer closeNH()
+	defer h.Close()
+	nh, factory := h.NodeHost(), h.Factory()
+	// Dragonboat panics when Close is called twice; Host.Close is
+	// idempotent.
+	closeNH := func() { _ = h.Close() }
 
 	if err := startReplica(nh, factory, cfg, logger); err != nil {
 		return err
@@ -156,19 +165,19 @@ func setMemoryLimit(mib int64, logger *slog.Logger) {
 	logger.Debug("go memory limit", "mib", mib)
 }
 
-// newFactory builds the state machine factory: Keel's own, or the one a
-// storage plugin (--sm-plugin) provides.
-func newFactory(cfg config, logger *slog.Logger) (*host.Factory, error) {
-	pc := host.Config{RootDir: cfg.SMDir(), Logger: logger, SnapshotStreamBytesPerSecond: cfg.SnapshotRateMiB << 20}
+// factoryFunc returns how the Host builds its state machine factory:
+// Keel's own, or the one a storage plugin (--sm-plugin) provides, so the
+// shared resources live inside the plugin's copy of Keel.
+func factoryFunc(cfg config, logger *slog.Logger) (func(host.Config) (*host.Factory, error), error) {
 	if cfg.SMPlugin == "" {
-		return host.NewFactory(pc)
+		return host.NewFactory, nil
 	}
 	desc, err := storageplugin.Load(cfg.SMPlugin)
 	if err != nil {
 		return nil, err
 	}
 	logger.Info("loaded storage plugin", "path", cfg.SMPlugin, "keel_version", desc.KeelVersion, "api", desc.APIVersion)
-	return desc.NewFactory(pc)
+	return desc.NewFactory, nil
 }
 
 // startReplica starts this process's replica. A replica already
@@ -178,6 +187,10 @@ func newFactory(cfg config, logger *slog.Logger) (*host.Factory, error) {
 func startReplica(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger *slog.Logger) error {
 	sc := host.ShardConfig(cfg.ShardID, cfg.ReplicaID)
 	cfg.schedulerConfig(logger).ApplyTo(&sc)
+	if cfg.LogCompaction {
+		// Only where a Compactor runs: it then reclaims LogDB space itself.
+		logcompact.Configure(&sc)
+	}
 	var members map[uint64]dragonboat.Target
 	join := cfg.Join
 	// One data directory holds one replica of a shard: starting another

@@ -242,14 +242,18 @@ func (c *Cluster) Stop(id uint64) {
 	c.mu.Lock()
 	n := c.Nodes[id]
 	var nh *dragonboat.NodeHost
+	var f *host.Factory
 	if n != nil {
-		nh = n.NH
+		nh, f = n.NH, n.Factory
 		n.NH = nil
 		n.Client = nil
 	}
 	c.mu.Unlock()
 	if nh != nil {
+		// The NodeHost closes every state machine; only then may the
+		// resources they share go.
 		nh.Close()
+		_ = f.Close()
 	}
 }
 
