@@ -437,3 +437,41 @@ func waitUntil(ctx context.Context, timeout time.Duration, cond func() bool) err
 	}
 	return nil
 }
+
+// SyncRequestSnapshot takes a metadata-only snapshot of the replica for
+// another owner of snapshot timing (snapshot.Scheduler), so that every
+// snapshot request for the replica goes through the Compactor: requests
+// are serialised with its own steps, and Dragonboat, which allows one
+// pending request per shard, never sees two collide. A plain request
+// carries the Compactor's window as its compaction option when one is due
+// (else Dragonboat's CompactionOverhead applies), and the LogDB space it
+// frees is reclaimed before it returns. An exported snapshot's options
+// pass through untouched. It implements snapshot.Requester.
+func (c *Compactor) SyncRequestSnapshot(ctx context.Context, shardID uint64, opt dragonboat.SnapshotOption) (uint64, error) {
+	if shardID != c.cfg.ShardID {
+		return 0, fmt.Errorf("%w: the compactor of shard %d was asked to snapshot shard %d", ErrConfig, c.cfg.ShardID, shardID)
+	}
+	c.stepMu.Lock()
+	defer c.stepMu.Unlock()
+	if !opt.Exported && !opt.OverrideCompactionOverhead {
+		idx, err := c.compactionIndexLocked()
+		switch {
+		case err == nil:
+			opt = optionFor(idx)
+		case !errors.Is(err, ErrNothingToCompact):
+			c.bumpErrors()
+			return 0, err
+		}
+	}
+	index, err := c.cfg.NodeHost.SyncRequestSnapshot(ctx, shardID, opt)
+	if err != nil {
+		return 0, err
+	}
+	if !opt.Exported {
+		if _, _, err := c.reclaimLocked(ctx, true); err != nil {
+			c.bumpErrors()
+			c.log.Warn("log compaction after a scheduled snapshot", "err", err)
+		}
+	}
+	return index, nil
+}

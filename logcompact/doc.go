@@ -6,13 +6,21 @@
 // The log is only ever compacted through a Dragonboat snapshot request. For
 // Keel's on-disk state machine a requested snapshot is metadata-only, and
 // Dragonboat records it only after the state machine's Sync returned
-// (DB/internal/rsm/statemachine.go: concurrentSave runs prepare, then
+// (Dragonboat's internal/rsm/statemachine.go: concurrentSave runs prepare, then
 // sync() which takes the write lock and calls Sync, then doSave); only then
 // does node.doSave call compactLog with the snapshot index
-// (DB/node.go doSave/compactLog/getCompactionIndex), which never compacts
-// past the snapshot index. Keel's Sync fsyncs Pebble's WAL, so every
-// removed entry's effect is durable. On restart Open reports the persisted
-// applied index and Dragonboat replays the rest from the log.
+// (Dragonboat's node.go doSave/compactLog/getCompactionIndex), which never compacts
+// past the snapshot index. Keel's Sync flushes the tablet's memtable to
+// fsynced sstables (the tablets have no WAL of their own: the Raft log is
+// their write-ahead log), so every removed entry's effect is durable. On
+// restart Open reports the applied index of the last flush and Dragonboat
+// replays the rest from the log.
+//
+// Invariant: the log is never compacted past a flushed index. Every
+// compaction follows a snapshot request, every snapshot request runs Sync
+// first, and Sync returns only after the flush is durable; a flush Pebble
+// starts on its own (a full memtable, the memtable budget) only moves the
+// durable index forward.
 //
 // # Policy
 //
@@ -28,8 +36,8 @@
 // # Reclamation
 //
 // Dragonboat removes entries with a range delete; space comes back only
-// when LogDB's Pebble compacts the range. plugin.ShardConfig sets
-// DisableAutoCompactions so that the Compactor issues that compaction
+// when LogDB's Pebble compacts the range. logcompact.Configure sets
+// DisableAutoCompactions in the replica's shard config so that the Compactor issues that compaction
 // itself (NodeHost.RequestCompaction, which returns ErrRejected when nothing
 // new was removed), waits for it, and measures the allocated bytes (du:
 // st_blocks*512) of the Raft directories before and after. Pebble deletes
@@ -38,7 +46,7 @@
 //
 // # Disk bound with Keel's defaults
 //
-// With plugin.LogDBConfig (one LogDB shard, 2 MiB memtables, at most 4) and
+// With host.LogDBConfig (one LogDB shard, 2 MiB memtables, at most 4) and
 // DefaultPolicy, one replica's Raft directory holds at most about
 //
 //	WAL: up to 5 files preallocated at 1.1 x 2 MiB        ~ 11.5 MiB
@@ -55,11 +63,17 @@
 //
 // # Concurrency
 //
-// A Compactor serves one replica. Step, Reclaim, Due and SnapshotOption are
-// serialised by an internal mutex and may be called from any goroutine;
-// Run calls them every Interval. Stats is safe at any time and never
-// waits for a running Step. Only one snapshot request per shard can be
-// pending in Dragonboat: a scheduler taking its own snapshots gets
-// ErrSnapshotFailed (wrapping dragonboat.ErrSystemBusy) when they collide,
-// and retries later.
+// A Compactor serves one replica. Step, Reclaim, Due, SnapshotOption and
+// SyncRequestSnapshot are serialised by an internal mutex and may be called
+// from any goroutine; Run calls them every Interval. Stats is safe at any
+// time and never waits for a running Step.
+//
+// # One owner of snapshot requests
+//
+// Dragonboat allows one pending snapshot request per shard; a second one
+// fails with ErrSystemBusy. A host that also takes timed snapshots
+// (snapshot.Scheduler) passes the Compactor as the scheduler's Requester,
+// so every request for the replica goes through the Compactor's mutex:
+// the timer's snapshots carry the trailing window too, and the two never
+// collide.
 package logcompact

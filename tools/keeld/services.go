@@ -72,7 +72,14 @@ func startServices(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger 
 			}
 		}()
 	}
-	s.sched = snapshot.NewScheduler(cfg.schedulerConfig(logger), nh, m)
+	// One owner of snapshot requests: with a compactor, the timer's
+	// snapshots go through it (logcompact's "One owner of snapshot
+	// requests"), so the two never collide in Dragonboat.
+	var req snapshot.Requester = nh
+	if s.comp != nil {
+		req = s.comp
+	}
+	s.sched = snapshot.NewScheduler(cfg.schedulerConfig(logger), req, m)
 	s.sched.Start()
 	return s, nil
 }
