@@ -12,7 +12,7 @@ import (
 	"github.com/keel-db/keel/engine"
 	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/internal/testkit/testcluster"
-	"github.com/keel-db/keel/internal/testkit/testutil"
+	"github.com/keel-db/keel/internal/testkit/proctest"
 )
 
 // This file tests many shards per NodeHost: three Hosts in one process,
@@ -94,7 +94,7 @@ func (s *shardHosts) hashes(shard uint64) ([]engine.StateHash, error) {
 func (s *shardHosts) waitConverged(timeout time.Duration) map[uint64]engine.StateHash {
 	s.t.Helper()
 	out := map[uint64]engine.StateHash{}
-	testutil.Eventually(s.t, timeout, func() error {
+	proctest.Eventually(s.t, "every shard converged", timeout, func() error {
 		for shard := uint64(1); shard <= uint64(s.shards); shard++ {
 			if _, ok := out[shard]; ok {
 				continue

@@ -32,11 +32,14 @@ func TestOneSnapshotOwner(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A timer far faster than any real one (keeld's is a minute).
+			tick := time.NewTicker(2 * time.Millisecond)
+			defer tick.Stop()
 			for {
 				select {
 				case <-stop:
 					return
-				default:
+				case <-tick.C:
 				}
 				s.RunOnce()
 			}
@@ -61,11 +64,9 @@ func TestOneSnapshotOwner(t *testing.T) {
 	if taken == 0 {
 		t.Fatal("no timed snapshot was taken: the test exercised nothing")
 	}
-	var compactions uint64
-	for _, comp := range comps {
-		compactions += comp.Stats().Compactions
-	}
-	if compactions == 0 {
-		t.Fatal("the log was never compacted")
+	for id, comp := range comps {
+		if st := comp.Stats(); st.FirstIndex <= 1 {
+			t.Errorf("replica %d: the log was never compacted: %+v", id, st)
+		}
 	}
 }
