@@ -49,18 +49,31 @@ func (b *Batch) SetAppliedIndex(index uint64) error {
 	return b.b.Set(keyApplied, encodeUint64(index), nil)
 }
 
-// Commit applies the batch atomically. With sync the WAL is fsynced before
-// Commit returns; without, durability comes from the next Engine.Sync.
+// memEntryOverhead estimates the bytes a memtable spends per entry beyond
+// the batch's own encoding (skiplist node and links, sequence trailer). It
+// is deliberately on the low side: Keel's count is corrected down by the
+// exact in-memory size of each flushed memtable and clamped at zero, so an
+// underestimate heals itself while an overestimate would pile up.
+const memEntryOverhead = 24
+
+// Commit applies the batch atomically. Without sync it goes to the
+// memtable only, and becomes durable at the next Engine.Sync (or any
+// flush). With sync it is durable when Commit returns: a flush without a
+// WAL, a WAL fsync with Options.WAL.
 func (b *Batch) Commit(sync bool) error {
 	if b.e.closed.Load() {
 		return ErrClosed
 	}
 	opts := pebble.NoSync
-	if sync {
+	if sync && b.e.wal {
 		opts = pebble.Sync
 	}
 	if err := b.b.Commit(opts); err != nil {
 		return fmt.Errorf("keel/engine: commit: %w", err)
+	}
+	b.e.committed(b.b.Len() + memEntryOverhead*int(b.b.Count()))
+	if sync && !b.e.wal {
+		return b.e.Flush()
 	}
 	return nil
 }

@@ -34,15 +34,92 @@
 // that CURRENT does not name and every tmp-* is removed: they are leftovers
 // of a crash in the middle of an install or a checkpoint.
 //
-// # Durability
+// # Durability: WAL-less tablets
 //
-// Batches are committed without fsync (the Raft log is the durable record of
-// everything after the last Sync). Sync writes an empty synced record to
-// Pebble's WAL, which fsyncs every batch committed before it; after Sync
-// returns, a crash cannot lose applied state up to the applied index read
-// before the call. Pebble's WAL replays a prefix of committed batches after
-// a crash, and the applied index is written in the same batch as the data, so
-// the recovered applied index always matches the recovered data.
+// Each engine is a tablet: a Pebble database with its write-ahead log
+// turned off (DisableWAL). The Raft log is the only write-ahead log: a
+// batch Update commits goes to the memtable and nowhere else, and becomes
+// durable when the memtable is flushed to an sstable (the flush fsyncs the
+// sstable, then the MANIFEST that names it). So:
+//
+//  1. Durable state is the state at the last completed flush. The applied
+//     index is written in the same batch as the data, and a flush writes a
+//     prefix of the committed batches, so the recovered applied index always
+//     matches the recovered data exactly; Open returns it, and Dragonboat
+//     replays the Raft log from the entry after it.
+//  2. Sync (and Flush) makes everything applied before the call durable. It
+//     returns at once when nothing was committed since the last flush (two
+//     atomic loads), so Dragonboat's Syncs of a thousand idle shards cost
+//     nothing. A Sync that returns nil is never wrong: when Pebble reports
+//     the flush failed, Sync returns that error (Pebble would otherwise
+//     retry the flush forever and DB.Flush never return).
+//  3. The Raft log must never be compacted past a flushed index. Dragonboat
+//     calls Sync before it compacts the log behind a metadata-only
+//     snapshot (periodic snapshots of an on-disk state machine write no
+//     data), which is what keeps this true; anything else that compacts the
+//     log must do the same.
+//  4. Flushes also happen without Sync: when a memtable fills (MemTableSize),
+//     when the shared memtable budget picks the engine, for a checkpoint,
+//     and on Close of a dirty engine, so a clean shutdown replays nothing.
+//     Every one only makes more of the applied state durable.
+//  5. Writes Keel must keep even if the Raft log will not replay them (the
+//     format and identity records, a snapshot's rewound applied index) are
+//     written and then flushed before the call returns.
+//
+// A directory written with a WAL (by Keel before tablets, or with
+// Options.WAL) converts on its first writable open: Pebble replays every
+// WAL file newer than the MANIFEST's log number whether or not the WAL is
+// enabled now, and flushes the replayed memtables before Open returns; the
+// old log files then become obsolete and are deleted.
+//
+// When a flush fails: an error writing or syncing the sstable is returned
+// by the Sync waiting for it, the memtable is kept and Pebble retries the
+// flush in the background. An error writing, syncing or rotating the
+// MANIFEST while the flush installs its sstable is fatal in Pebble v2.1.7
+// (version_set.go calls Logger.Fatalf: it cannot tell whether the edit
+// reached the disk); Keel's logger then exits the process with status 70,
+// which to Keel is a crash, recovered as in step 1.
+//
+// Options.WAL keeps Pebble's WAL as Keel ran before tablets (Sync is a
+// synced empty WAL record, Pebble's WAL replays a committed prefix after a
+// crash); it exists to measure the difference and is not for hosts.
+//
+// # Shared resources and the memtable budget
+//
+// A Shared holds what every tablet on a host shares: one block cache
+// (SharedOptions.CacheSize, default 64 MiB), one Pebble file cache
+// (OpenTables, default 1024: it bounds the sstables held open across all
+// tablets), and a budget for memtable bytes (MemTableBudget, default
+// 64 MiB). Pebble has no write-buffer manager across databases, so Keel
+// enforces the budget itself, as RocksDB's WriteBufferManager does:
+//
+//   - Each commit adds its size (batch bytes plus an estimated 24 bytes of
+//     memtable overhead per entry) to the engine's counter and to the
+//     shared total: two atomic adds on the write path. When the total
+//     passes the budget, the commit wakes the Shared's goroutine (a
+//     non-blocking send).
+//   - That goroutine sorts engines by their counters and flushes the
+//     largest until the total would be under 3/4 of the budget, then waits
+//     for those flushes and checks again. Flushes run on Pebble's own
+//     goroutines, so the chosen engines flush in parallel.
+//   - When any flush of an engine ends, Pebble reports the exact in-memory
+//     size of the memtables it wrote; that is subtracted from the engine's
+//     counter, clamped at zero, so estimation error cannot accumulate.
+//   - One engine cannot take the whole budget: its memtable grows from
+//     min(256 KiB, MemTableSize) by doubling up to MemTableSize (default
+//     4 MiB) and Pebble flushes it when full; writes to it stall once
+//     2 x MemTableSize is queued (one memtable flushing, one filling).
+//
+// The budget is on bytes written to memtables, not on Pebble's arena
+// allocation (SharedStats.MemTableAllocated): Pebble allocates each
+// memtable's arena whole, so every open engine holds at least one arena of
+// 256 KiB or more even when empty; those pages stay untouched, and so not
+// resident, until written. After a flush Pebble also keeps one retired
+// arena per engine to recycle.
+//
+// An Engine opened without Options.Shared gets a private Shared sized by
+// Options.CacheSize, released by its Close: offline tools and tests use the
+// same code path as a host.
 //
 // # Pebble options
 //
@@ -51,7 +128,9 @@
 // # Concurrency
 //
 // An Engine is safe for concurrent use: Pebble serialises writers and reads
-// come from immutable views. A Batch belongs to one goroutine. A View is a
+// come from immutable views. Flushes may be started by the caller (Sync,
+// Flush, Checkpoint, Close) and by the Shared's budget goroutine at any
+// time; Close excludes new ones and waits for its own. A Batch belongs to one goroutine. A View is a
 // Pebble snapshot: reads through it see one consistent state, including the
 // applied index recorded with that state, until it is closed.
 package engine

@@ -4,13 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// Engine is one open Pebble image holding a replica's state.
+// Engine is one open Pebble image holding a replica's state: a tablet.
 //
 // Invariants:
 //   - The applied index is written in the same Pebble batch as the data it
@@ -19,26 +20,74 @@ import (
 //     (sm) only sets it to the index of the last entry it applied.
 //   - User keys live under the 0x01 tag and metadata under 0x00; no
 //     user-supplied bytes are ever written outside the 0x01 namespace.
+//   - Without a WAL (the default), what survives a crash is exactly the
+//     state at the last completed flush: flushed <= commits, and a flush
+//     that returned covered every commit counted before it began.
 type Engine struct {
-	db     *pebble.DB
-	dir    string
-	fs     vfs.FS
-	closed atomic.Bool
+	db       *pebble.DB
+	dir      string
+	fs       vfs.FS
+	wal      bool
+	readOnly bool
+	shared   *Shared
+	// ownsShared is set when Open made shared for this engine alone
+	// (Options.Shared nil); Close then closes it.
+	ownsShared bool
+
+	// commits counts the writes committed through the engine; flushed is
+	// the value of commits that the last successful flush covered. Equal
+	// means Sync has nothing to do.
+	commits, flushed atomic.Uint64
+	// mem is the memtable bytes committed and not yet flushed, as counted
+	// for the shared budget (see Shared.addMem).
+	mem atomic.Int64
+	// failures carries Pebble's flush failures to waiting flushes.
+	failures flushFailures
+
+	// life is held shared while a flush is being started and exclusively
+	// by Close, so Pebble is never asked to flush a closed database (it
+	// panics). closed is set under it; closing is closed after Close's
+	// last flush, releasing anyone still waiting on an earlier one.
+	life    sync.RWMutex
+	closed  atomic.Bool
+	closing chan struct{}
 }
 
 // Open opens (creating if needed) the Pebble database in dir. Most callers
-// want OpenRoot, which picks the live image under a replica's root.
+// want OpenRoot, which picks the live image under a replica's root. A
+// directory written with a WAL (by an older Keel, or with Options.WAL)
+// opens without one losing nothing: Pebble replays every WAL it finds and,
+// on a writable open, flushes the result before Open returns.
 func Open(dir string, o Options) (*Engine, error) {
-	po, release := o.pebbleOptions()
-	defer release()
+	sh, owns := o.Shared, false
+	if sh == nil {
+		var err error
+		if sh, err = NewShared(o.privateShared()); err != nil {
+			return nil, err
+		}
+		owns = true
+	}
+	e := &Engine{dir: dir, wal: o.WAL, readOnly: o.ReadOnly, shared: sh, ownsShared: owns, closing: make(chan struct{})}
+	fail := func(err error) (*Engine, error) {
+		if owns {
+			_ = sh.Close()
+		}
+		return nil, err
+	}
+	po := o.pebbleOptions(sh, e)
 	db, err := pebble.Open(dir, po)
 	if err != nil {
-		return nil, fmt.Errorf("keel/engine: open %s: %w", dir, err)
+		return fail(fmt.Errorf("keel/engine: open %s: %w", dir, err))
 	}
-	e := &Engine{db: db, dir: dir, fs: po.FS}
+	e.db, e.fs = db, po.FS
+	// Registered only now: the budget goroutine may flush it from here on.
+	if err := sh.register(e); err != nil {
+		_ = db.Close()
+		return fail(err)
+	}
 	if !o.ReadOnly {
 		if err := e.ensureFormat(); err != nil {
-			_ = db.Close()
+			_ = e.Close() // closes a private shared too
 			return nil, err
 		}
 	}
@@ -49,7 +98,7 @@ func (e *Engine) ensureFormat() error {
 	v, closer, err := e.db.Get(keyFormat)
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
-		return e.db.Set(keyFormat, []byte{FormatVersion}, pebble.Sync)
+		return e.setDurably(keyFormat, []byte{FormatVersion})
 	case err != nil:
 		return fmt.Errorf("keel/engine: read format: %w", err)
 	}
@@ -60,19 +109,68 @@ func (e *Engine) ensureFormat() error {
 	return nil
 }
 
+// setDurably writes one metadata key and makes it durable: a synced write
+// with a WAL, a write and a flush without.
+func (e *Engine) setDurably(k, v []byte) error {
+	opts := pebble.NoSync
+	if e.wal {
+		opts = pebble.Sync
+	}
+	if err := e.db.Set(k, v, opts); err != nil {
+		return fmt.Errorf("keel/engine: write %q: %w", k[2:], err)
+	}
+	e.committed(len(k) + len(v))
+	if e.wal {
+		return nil
+	}
+	return e.Flush()
+}
+
+// committed accounts for n bytes of writes just committed.
+func (e *Engine) committed(n int) {
+	e.commits.Add(1)
+	e.shared.addMem(e, int64(n))
+}
+
 // Dir is the image directory this engine has open.
 func (e *Engine) Dir() string { return e.dir }
 
-// Close closes the database. It is safe to call more than once.
+// Close flushes a writable engine that has unflushed batches (so a clean
+// shutdown replays nothing from the Raft log at restart), then closes the
+// database, and the private shared resources if Open made them. It is safe
+// to call more than once. A failed final flush is returned; the database is
+// closed anyway and the unflushed batches are replayed from the Raft log.
 func (e *Engine) Close() error {
-	if !e.closed.CompareAndSwap(false, true) {
+	e.life.Lock()
+	if e.closed.Load() {
+		e.life.Unlock()
 		return nil
 	}
-	return e.db.Close()
+	var ferr error
+	if !e.readOnly && e.dirty() {
+		var w flushWait
+		if w, ferr = e.beginFlushLocked(); ferr == nil {
+			ferr = w.wait(nil)
+		}
+	}
+	e.closed.Store(true)
+	close(e.closing)
+	e.life.Unlock()
+	err := e.db.Close()
+	e.shared.unregister(e)
+	if e.ownsShared {
+		err = errors.Join(err, e.shared.Close())
+	}
+	if ferr != nil {
+		return errors.Join(ferr, err)
+	}
+	return err
 }
 
 // DB exposes the Pebble handle for checkpoints, metrics and offline tools.
-// Callers must not write user or metadata keys through it.
+// Callers must not write user or metadata keys through it. Writes through
+// it are invisible to Sync's dirty check (and a synced one fails: there is
+// no WAL), so they become durable only at a flush.
 func (e *Engine) DB() *pebble.DB { return e.db }
 
 // AppliedIndex is the index last committed with the data, 0 for a new image.
@@ -122,15 +220,20 @@ func (e *Engine) SetIdentity(id Identity) error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
-	return e.db.Set(keyIdentity, encodeIdentity(id), pebble.Sync)
+	return e.setDurably(keyIdentity, encodeIdentity(id))
 }
 
-// Sync makes every batch committed before the call durable: it appends a
-// synced empty record to the WAL, and Pebble's WAL fsync covers everything
-// written before it.
+// Sync makes every batch committed before the call durable. Without a WAL
+// it is Flush: nothing to do when nothing was committed since the last
+// flush, else an sstable and a MANIFEST fsync. With Options.WAL it appends
+// a synced empty record to the WAL, whose fsync covers everything written
+// before it.
 func (e *Engine) Sync() error {
 	if e.closed.Load() {
 		return ErrClosed
+	}
+	if !e.wal {
+		return e.Flush()
 	}
 	if err := e.db.LogData(nil, pebble.Sync); err != nil {
 		return fmt.Errorf("keel/engine: sync: %w", err)
@@ -159,15 +262,21 @@ func getCopy(r reader, key []byte) ([]byte, error) {
 }
 
 // Checkpoint writes a consistent image of the database into destDir, which
-// must not exist. With flushWAL the WAL is synced first, so the image covers
-// every batch committed before the call (and may hold later ones).
-func (e *Engine) Checkpoint(destDir string, flushWAL bool) error {
+// must not exist. The image covers every batch committed before the call and
+// may hold later ones. Without a WAL a checkpoint holds only sstables, so it
+// flushes first (an engine with nothing unflushed skips that); with one it
+// syncs the WAL and Pebble copies it.
+func (e *Engine) Checkpoint(destDir string) error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
 	var opts []pebble.CheckpointOption
-	if flushWAL {
+	if e.wal {
 		opts = append(opts, pebble.WithFlushedWAL())
+	} else if !e.readOnly {
+		if err := e.Flush(); err != nil {
+			return err
+		}
 	}
 	if err := e.db.Checkpoint(destDir, opts...); err != nil {
 		return fmt.Errorf("keel/engine: checkpoint to %s: %w", destDir, err)
@@ -192,3 +301,14 @@ func (e *Engine) NewBatch() *Batch {
 
 // Metrics returns Pebble's metrics for this image.
 func (e *Engine) Metrics() *pebble.Metrics { return e.db.Metrics() }
+
+// memAllocated is Pebble's size of this engine's memtable arenas, 0 once
+// closed.
+func (e *Engine) memAllocated() uint64 {
+	e.life.RLock()
+	defer e.life.RUnlock()
+	if e.closed.Load() {
+		return 0
+	}
+	return e.db.Metrics().MemTable.Size
+}

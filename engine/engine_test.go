@@ -339,7 +339,7 @@ func TestClosedEngine(t *testing.T) {
 	if _, err := e.Stats(true); !errors.Is(err, ErrClosed) {
 		t.Fatalf("stats: %v", err)
 	}
-	if err := e.Checkpoint(t.TempDir()+"/cp", true); !errors.Is(err, ErrClosed) {
+	if err := e.Checkpoint(t.TempDir() + "/cp"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("checkpoint: %v", err)
 	}
 }
@@ -350,9 +350,9 @@ func TestCheckpointOpensAsImage(t *testing.T) {
 	write(t, e, 9, "a", "1")
 	r := NewRoot(e.Dir()+"/..", nil)
 	dest := r.TempPath("checkpoint")
-	must(t, e.Checkpoint(dest, true))
+	must(t, e.Checkpoint(dest))
 	write(t, e, 10, "a", "2")
-	if err := e.Checkpoint(dest, true); err == nil {
+	if err := e.Checkpoint(dest); err == nil {
 		t.Fatalf("checkpoint into an existing directory succeeded")
 	}
 	c, err := Open(dest, Options{Logger: quietLogger()})

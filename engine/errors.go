@@ -16,3 +16,14 @@ var (
 	// ErrInvalidRange is returned for a range whose start is not below its end.
 	ErrInvalidRange = errors.New("keel/engine: invalid key range")
 )
+
+var (
+	// ErrSharedInUse is returned by Shared.Close while engines opened with
+	// it are still open.
+	ErrSharedInUse = errors.New("keel/engine: shared resources still in use")
+	// ErrSharedClosed is returned by Open when Options.Shared is closed.
+	ErrSharedClosed = errors.New("keel/engine: shared resources are closed")
+)
+
+// errStopped tells the budget goroutine its Shared is closing.
+var errStopped = errors.New("keel/engine: stopped")

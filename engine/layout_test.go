@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/keel-db/keel/internal/testkit/testutil"
@@ -304,8 +305,10 @@ func TestCorruptMetadata(t *testing.T) {
 	must(t, err)
 	// Keel metadata written behind the engine's back (as a damaged disk or
 	// a foreign tool would) must give ErrCorrupt, not a panic or a value.
-	must(t, e.DB().Set(keyApplied, []byte{1, 2, 3}, nil))
-	must(t, e.DB().Set(keyIdentity, []byte{1}, nil))
+	// The DB has no WAL: writes behind the engine's back are unsynced and
+	// untracked, so the test flushes them itself.
+	must(t, e.DB().Set(keyApplied, []byte{1, 2, 3}, pebble.NoSync))
+	must(t, e.DB().Set(keyIdentity, []byte{1}, pebble.NoSync))
 	if _, err := e.AppliedIndex(); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("short applied record: %v", err)
 	}
@@ -318,7 +321,8 @@ func TestCorruptMetadata(t *testing.T) {
 		t.Fatalf("hash over a corrupt applied record: %v", err)
 	}
 	must(t, v.Close())
-	must(t, e.DB().Set(keyFormat, []byte{FormatVersion + 1}, nil))
+	must(t, e.DB().Set(keyFormat, []byte{FormatVersion + 1}, pebble.NoSync))
+	must(t, e.DB().Flush())
 	must(t, e.Close())
 	if _, err := OpenRoot(dir, Options{Logger: quietLogger()}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("newer data format: %v", err)

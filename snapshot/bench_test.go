@@ -114,7 +114,7 @@ func BenchmarkPrepareStall(b *testing.B) {
 // checkpoint times what PrepareSnapshot would stall for if it took an
 // exact checkpoint itself (the alternative design): a flushed-WAL Pebble
 // checkpoint of an engine holding the same data as r.
-func checkpoint(e *engine.Engine, dir string) error { return e.Checkpoint(dir, true) }
+func checkpoint(e *engine.Engine, dir string) error { return e.Checkpoint(dir) }
 
 // benchEngine fills a bare engine like benchReplica fills a replica.
 func benchEngine(b *testing.B, size int) *engine.Engine {

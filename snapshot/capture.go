@@ -171,8 +171,9 @@ type SaveConfig struct {
 }
 
 // Save builds the exact image at Index and streams it to w, then releases
-// the capture. Steps: a Pebble checkpoint with a flushed WAL into a work dir
-// (it holds some later index X >= Index, see DESIGN §2); stop recording;
+// the capture. Steps: flush the engine and take a Pebble checkpoint into a
+// work dir (it holds some later index X >= Index, see the package doc);
+// stop recording;
 // open the checkpoint and rewind every key and range written after Index to
 // its value in the pinned view, and set the applied index to Index; close;
 // stream the files. The work dir is removed on every path; a crash leaves a
@@ -213,7 +214,10 @@ func (c *Capture) BuildImage(dir string, eo engine.Options) (err error) {
 	if c.released.Load() {
 		return errors.New("keel/snapshot: capture already released")
 	}
-	cerr := c.eng.Checkpoint(dir, true)
+	// Checkpoint flushes first (a WAL-less engine's checkpoint holds only
+	// sstables), which is what makes the image cover Index. This runs in
+	// SaveSnapshot, which holds no lock: Update goes on during the flush.
+	cerr := c.eng.Checkpoint(dir)
 	// Every write the checkpoint can hold happened before Checkpoint
 	// returned, and each was recorded before it committed.
 	c.tracker.end(c.log)
@@ -299,6 +303,8 @@ func rewind(ck *engine.Engine, at *engine.View, log *touched, index uint64) erro
 	if err := b.SetAppliedIndex(index); err != nil {
 		return err
 	}
+	// A durable commit: without a WAL, a flush, so the image's files hold
+	// the rewound state before they are streamed.
 	if err := b.Commit(true); err != nil {
 		return err
 	}

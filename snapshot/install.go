@@ -32,7 +32,8 @@ type InstallConfig struct {
 //     SnapshotIndex).
 //  3. Open the image with Pebble; its applied index must equal the
 //     header's, and any identity in it must be for this shard. Stamp it
-//     with the local identity (a synced write) and close it.
+//     with the local identity (a durable write: without a WAL, a flush)
+//     and close it.
 //  4. engine.Root.Publish: rename to the next img-*, then swap CURRENT
 //     atomically.
 //

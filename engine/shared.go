@@ -1,0 +1,266 @@
+package engine
+
+import (
+	"cmp"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// SharedOptions sizes the resources one Shared lends to every Engine opened
+// with it. The zero value gives the defaults below.
+type SharedOptions struct {
+	// CacheSize is the one Pebble block cache every tablet reads through.
+	// Default 64 MiB: the whole host's hot blocks, not one shard's.
+	CacheSize int64
+	// OpenTables is the capacity of the one Pebble file cache: it bounds
+	// the sstables held open across every tablet, whatever the number of
+	// shards. Default 1024, far below a default RLIMIT_NOFILE of 1 Mi.
+	OpenTables int
+	// MemTableBudget bounds the bytes committed to memtables and not yet
+	// flushed, summed over every tablet (see the package documentation,
+	// "Memtable budget"). Default 64 MiB.
+	MemTableBudget int64
+}
+
+const (
+	defaultSharedCache    = 64 << 20
+	defaultOpenTables     = 1024
+	defaultMemTableBudget = 64 << 20
+	// budgetLowWater is the share of the budget a budget pass flushes down
+	// to: stopping just under the budget would trigger another pass a few
+	// writes later.
+	budgetLowWaterNum, budgetLowWaterDen = 3, 4
+)
+
+// Shared is the block cache, file cache and memtable budget that many
+// Engines (one per shard) share, so a host's cost grows with its data, not
+// with its shard count.
+//
+// Invariants:
+//   - memBytes is the sum of every registered engine's mem counter; both
+//     change together in addMem.
+//   - The cache and file cache are released once, in Close, and only when
+//     no engine is registered (each open Pebble also holds its own
+//     references, so a late reader can never see a freed cache).
+type Shared struct {
+	cache     *pebble.Cache
+	fileCache *pebble.FileCache
+	budget    int64
+
+	// memBytes is Keel's count of memtable bytes not yet flushed, across
+	// engines; the write path reads and adds to it without locks.
+	memBytes      atomic.Int64
+	budgetFlushes atomic.Uint64
+	// kick wakes the budget goroutine; capacity 1, so a wake-up is never
+	// lost and a writer never blocks.
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+
+	// mu guards engines and closed.
+	mu      sync.Mutex
+	engines map[*Engine]struct{}
+	closed  bool
+}
+
+// SharedStats is a point-in-time view of a Shared.
+type SharedStats struct {
+	// Engines is the number of engines open on it.
+	Engines int `json:"engines"`
+	// MemTableBytes is Keel's count of bytes committed and not yet flushed,
+	// summed over engines: what the budget is enforced on.
+	MemTableBytes int64 `json:"memtable_bytes"`
+	// MemTableAllocated is Pebble's figure for the memtable arenas the
+	// engines have allocated (Metrics().MemTable.Size, summed). Arenas are
+	// allocated whole, so this is at least 256 KiB per engine even when
+	// MemTableBytes is zero; untouched arena pages cost address space, not
+	// resident memory.
+	MemTableAllocated uint64 `json:"memtable_allocated"`
+	// MemTableBudget is the configured budget.
+	MemTableBudget int64 `json:"memtable_budget"`
+	// BudgetFlushes counts the engine flushes the budget started.
+	BudgetFlushes uint64 `json:"budget_flushes"`
+}
+
+// NewShared creates the shared resources and starts the goroutine that
+// enforces the memtable budget. Close it after every Engine using it.
+func NewShared(o SharedOptions) (*Shared, error) {
+	if o.CacheSize < 0 || o.OpenTables < 0 || o.MemTableBudget < 0 {
+		return nil, fmt.Errorf("keel/engine: negative shared option in %+v", o)
+	}
+	if o.CacheSize == 0 {
+		o.CacheSize = defaultSharedCache
+	}
+	if o.OpenTables == 0 {
+		o.OpenTables = defaultOpenTables
+	}
+	if o.MemTableBudget == 0 {
+		o.MemTableBudget = defaultMemTableBudget
+	}
+	shards := runtime.GOMAXPROCS(0)
+	if shards > o.OpenTables {
+		shards = o.OpenTables
+	}
+	s := &Shared{
+		cache:     pebble.NewCache(o.CacheSize),
+		fileCache: pebble.NewFileCache(shards, o.OpenTables),
+		budget:    o.MemTableBudget,
+		kick:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+		engines:   make(map[*Engine]struct{}),
+	}
+	go s.run()
+	return s, nil
+}
+
+// Close releases the shared resources. Every Engine opened on s must be
+// closed first; otherwise Close returns ErrSharedInUse and changes nothing.
+// It is safe to call more than once.
+func (s *Shared) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	if n := len(s.engines); n > 0 {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %d engines open", ErrSharedInUse, n)
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.done
+	s.fileCache.Unref()
+	s.cache.Unref()
+	return nil
+}
+
+// Stats returns the shared counters. It reads every engine's Pebble
+// metrics, so it costs a few microseconds per engine.
+func (s *Shared) Stats() SharedStats {
+	engines := s.snapshotEngines()
+	st := SharedStats{
+		Engines:        len(engines),
+		MemTableBytes:  s.memBytes.Load(),
+		MemTableBudget: s.budget,
+		BudgetFlushes:  s.budgetFlushes.Load(),
+	}
+	for _, e := range engines {
+		st.MemTableAllocated += e.memAllocated()
+	}
+	return st
+}
+
+func (s *Shared) register(e *Engine) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrSharedClosed
+	}
+	s.engines[e] = struct{}{}
+	return nil
+}
+
+// unregister removes e and takes its remaining count out of the total.
+func (s *Shared) unregister(e *Engine) {
+	s.mu.Lock()
+	delete(s.engines, e)
+	s.mu.Unlock()
+	s.memBytes.Add(-e.mem.Swap(0))
+}
+
+func (s *Shared) snapshotEngines() []*Engine {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Engine, 0, len(s.engines))
+	for e := range s.engines {
+		out = append(out, e)
+	}
+	return out
+}
+
+// addMem adds n (which may be negative) to e's count and the total, and
+// wakes the budget goroutine when the total is over budget. It is the
+// write path's only cost: two atomic adds and a compare.
+func (s *Shared) addMem(e *Engine, n int64) {
+	e.mem.Add(n)
+	if s.memBytes.Add(n) > s.budget {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// subMem takes up to n off e's count (never below zero), for memtable bytes
+// Pebble reports flushed. The clamp absorbs the difference between Keel's
+// estimate and Pebble's in-memory size.
+func (s *Shared) subMem(e *Engine, n int64) {
+	for {
+		cur := e.mem.Load()
+		d := min(cur, n)
+		if d <= 0 {
+			return
+		}
+		if e.mem.CompareAndSwap(cur, cur-d) {
+			s.memBytes.Add(-d)
+			return
+		}
+	}
+}
+
+func (s *Shared) run() {
+	defer close(s.done)
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.kick:
+		}
+		s.enforce()
+	}
+}
+
+// enforce flushes the engines holding the most unflushed bytes until the
+// total is back under the low-water mark, then waits for those flushes.
+// Flushes run on Pebble's goroutines, so the picked engines flush in
+// parallel; an engine whose flush fails or that closes is skipped.
+func (s *Shared) enforce() {
+	low := s.budget * budgetLowWaterNum / budgetLowWaterDen
+	for s.memBytes.Load() > s.budget {
+		engines := s.snapshotEngines()
+		sizes := make(map[*Engine]int64, len(engines))
+		for _, e := range engines {
+			sizes[e] = e.mem.Load()
+		}
+		slices.SortFunc(engines, func(a, b *Engine) int { return cmp.Compare(sizes[b], sizes[a]) })
+		projected := s.memBytes.Load()
+		var waits []flushWait
+		for _, e := range engines {
+			if projected <= low || sizes[e] <= 0 {
+				break
+			}
+			w, ok := e.startFlush()
+			if !ok {
+				continue
+			}
+			waits = append(waits, w)
+			projected -= sizes[e]
+		}
+		if len(waits) == 0 {
+			return
+		}
+		s.budgetFlushes.Add(uint64(len(waits)))
+		for _, w := range waits {
+			if err := w.wait(s.stop); err == errStopped {
+				return
+			}
+		}
+	}
+}
