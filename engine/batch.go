@@ -15,6 +15,8 @@ type Batch struct {
 	b   *pebble.Batch
 	e   *Engine
 	buf []byte
+	// rec, when set, is told of every user write before it enters b.
+	rec Recorder
 }
 
 // Get reads user key k through the batch, returning ErrNotFound when absent.
@@ -25,12 +27,18 @@ func (b *Batch) Get(k []byte) ([]byte, error) {
 
 // Put sets user key k to v.
 func (b *Batch) Put(k, v []byte) error {
+	if b.rec != nil {
+		b.rec.Key(k)
+	}
 	b.buf = userKey(b.buf, k)
 	return b.b.Set(b.buf, v, nil)
 }
 
 // Delete removes user key k.
 func (b *Batch) Delete(k []byte) error {
+	if b.rec != nil {
+		b.rec.Key(k)
+	}
 	b.buf = userKey(b.buf, k)
 	return b.b.Delete(b.buf, nil)
 }
@@ -40,6 +48,9 @@ func (b *Batch) Delete(k []byte) error {
 func (b *Batch) DeleteRange(start, end []byte) error {
 	if end != nil && bytes.Compare(start, end) >= 0 {
 		return ErrInvalidRange
+	}
+	if b.rec != nil {
+		b.rec.Range(start, end)
 	}
 	return b.b.DeleteRange(lowerBound(start), upperBound(end), nil)
 }

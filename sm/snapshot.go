@@ -45,20 +45,6 @@ func (s *StateMachine) SnapshotStats() SnapshotStats {
 	}
 }
 
-// record tells the tracker which keys cmd may write.
-func record(tr *snapshot.Tracker, cmd *Command) {
-	switch cmd.Op {
-	case OpPut, OpDelete:
-		tr.Key(cmd.Key)
-	case OpDeleteRange:
-		tr.Range(cmd.Key, cmd.End)
-	case OpTxn:
-		for _, op := range cmd.Ops {
-			tr.Key(op.Key)
-		}
-	}
-}
-
 // PrepareSnapshot pins the state at the applied index (a Pebble snapshot)
 // and starts recording the keys Update writes from now on. Dragonboat runs
 // it with Update excluded; it costs microseconds whatever the state size.

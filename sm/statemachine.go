@@ -132,6 +132,12 @@ func (s *StateMachine) Update(entries []statemachine.Entry) ([]statemachine.Entr
 	}
 	b := eng.NewBatch()
 	defer b.Close()
+	if s.tracker.Enabled() {
+		// A capture is pending: the batch records every key it writes
+		// before the write enters it (see snapshot.Tracker). Captures
+		// begin only with Update excluded, so none starts mid-call.
+		b.SetRecorder(&s.tracker)
+	}
 	applied := s.applied.Load()
 	last := applied
 	for i := range entries {
@@ -140,7 +146,7 @@ func (s *StateMachine) Update(entries []statemachine.Entry) ([]statemachine.Entr
 			e.Result = statemachine.Result{Value: uint64(CodeAlreadyApplied)}
 			continue
 		}
-		res, err := apply(b, e.Cmd, &s.tracker)
+		res, err := apply(b, e.Cmd)
 		if err != nil {
 			return nil, fmt.Errorf("keel: apply entry %d: %w", e.Index, err)
 		}
@@ -163,17 +169,13 @@ func (s *StateMachine) Update(entries []statemachine.Entry) ([]statemachine.Entr
 // apply applies one command to b. Only a failed write to the batch is an
 // error; anything wrong with the command is a result.
 //
-// While a snapshot capture is pending, every key and range about to be
-// written is recorded in tr before the batch commits (see snapshot.Tracker);
-// recording a write that then fails or is refused by a precondition only
-// costs the capture a little extra work.
-func apply(b *engine.Batch, data []byte, tr *snapshot.Tracker) (statemachine.Result, error) {
+// While a snapshot capture is pending, b records every key and range it is
+// about to write (engine.Recorder), so apply needs no list of what each
+// operation touches.
+func apply(b *engine.Batch, data []byte) (statemachine.Result, error) {
 	cmd, err := Decode(data)
 	if err != nil {
 		return invalidResult(err), nil
-	}
-	if tr.Enabled() {
-		record(tr, &cmd)
 	}
 	switch cmd.Op {
 	case OpPut:

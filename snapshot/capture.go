@@ -13,9 +13,11 @@ import (
 
 // Tracker records the user keys and ranges that Update writes while at
 // least one capture is pending, so the capture can rewind its (later)
-// checkpoint to the exact snapshot index. Update calls Enabled once per
-// entry and Key/Range for every write, before the batch commits: a write
-// that reaches Pebble is always recorded first.
+// checkpoint to the exact snapshot index. It is an engine.Recorder: Update
+// checks Enabled once per call and, when a capture is pending, hands the
+// Tracker to its engine.Batch, which reports every key and range before
+// the write enters the batch, so a write that reaches Pebble is always
+// recorded first, whatever operation made it.
 //
 // Captures Begin with Update excluded (Dragonboat's PrepareSnapshot), so a
 // capture never starts in the middle of an Update call; they end on their
@@ -29,6 +31,8 @@ type Tracker struct {
 	mu   sync.Mutex
 	logs map[*touched]struct{}
 }
+
+var _ engine.Recorder = (*Tracker)(nil)
 
 // touched is one capture's record of writes after its snapshot index.
 //
@@ -74,8 +78,8 @@ func (t *Tracker) Key(k []byte) {
 	}
 }
 
-// Range records a delete of the user keys in [start, end); end is never
-// nil for a range from a command.
+// Range records a delete of the user keys in [start, end); a nil end
+// means the end of user data (the rewind copies such a range to the end).
 func (t *Tracker) Range(start, end []byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
