@@ -63,6 +63,9 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	if err := os.MkdirAll(cfg.RaftDir(), 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
+	if err := bindClusterID(cfg); err != nil {
+		return err
+	}
 	// Bind HTTP first: it is the cheapest thing to fail, and a taken port
 	// should not leave a half-started replica behind.
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -78,6 +81,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 		return err
 	}
 	nhc := host.NodeHostConfig(cfg.RaftDir(), cfg.RaftAddr)
+	nhc.DeploymentID = host.DeploymentID(cfg.ClusterID)
 	cfg.Security.applyRaftTLS(&nhc)
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
@@ -87,6 +91,9 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 			hint = " (the data directory was created with another --raft-addr)"
 		}
 		return fmt.Errorf("start Raft node host at %s in %s: %w%s", cfg.RaftAddr, cfg.RaftDir(), err, hint)
+	}
+	if g := host.PeerGuardOf(nhc); g != nil {
+		g.Attach(nh)
 	}
 	// Dragonboat panics when Close is called twice.
 	closeNH := sync.OnceFunc(nh.Close)
