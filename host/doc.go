@@ -24,8 +24,15 @@
 //   - The storage-plugin handshake (descriptor.go, loader.go): Descriptor,
 //     APIVersion, and Load, which classifies every way a .so can fail to
 //     load. plugin/keelso is the plugin's main package.
+//   - PeerGuard (peerguard.go), the Raft transport NodeHostConfig
+//     installs: Dragonboat's TCP transport behind a filter that drops, and
+//     counts, every received batch that would make Dragonboat panic (a
+//     known replica ID from another address, no recipient, a malformed
+//     source address) or that does not belong here (another deployment
+//     ID, a shard not hosted). DeploymentID (deployment.go) derives a
+//     deployment ID from a cluster name; neither authenticates peers.
 //   - Member-list parsing (members.go) and slog routing for Dragonboat's
-//     loggers (logger.go).
+//     loggers (logger.go); Dragonboat's Panicf panics with an error value.
 //
 // # Concurrency
 //
