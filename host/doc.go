@@ -18,8 +18,16 @@
 //     NodeHostConfig, RTTMillisecond.
 //   - Export and Import of snapshots (export.go); Import verifies the whole
 //     export before it changes anything.
+//   - PeerGuard (peerguard.go), the Raft transport NodeHostConfig
+//     installs: Dragonboat's TCP transport behind a filter that drops, and
+//     counts, every received batch that would make Dragonboat panic (a
+//     known replica ID from another address, no recipient, a malformed
+//     source address) or that does not belong here (another deployment
+//     ID, a shard not hosted). DeploymentID (deployment.go) derives a
+//     deployment ID from a cluster name; neither authenticates peers.
 //   - Member-list parsing (members.go) and slog routing for Dragonboat's
-//     process-global loggers (logger.go).
+//     process-global loggers (logger.go); Dragonboat's Panicf panics with
+//     an error value.
 //
 // # Lifetimes
 //

@@ -107,10 +107,23 @@ func (s *slogLogger) Errorf(format string, args ...interface{}) {
 }
 
 // Panicf is Dragonboat's fatal path: it logs and panics, as Dragonboat's
-// own logger does, because Dragonboat relies on it not returning.
+// own logger does, because Dragonboat relies on it not returning. The panic
+// value is a *dragonboatFatal (an error, so Dragonboat's own recover in
+// NewNodeHost re-panics rather than swallowing it). The node registry's
+// address mismatch is not logged here: a peer can trigger it at will,
+// PeerGuard recovers it and logs it rate-limited, and elsewhere the
+// runtime prints the panic as the process ends.
 func (s *slogLogger) Panicf(format string, args ...interface{}) {
-	msg := fmt.Sprintf(format, args...)
-	l, _ := s.target()
-	l.Error(msg, "pkg", s.pkg, "fatal", true)
-	panic(msg)
+	f := &dragonboatFatal{pkg: s.pkg, msg: fmt.Sprintf(format, args...)}
+	if !f.addressMismatch() {
+		l, _ := s.target()
+		l.Error(f.msg, "pkg", s.pkg, "fatal", true)
+	}
+	panic(f)
+}
+
+// currentSlog is the logger UseSlog was last given (slog.Default() before).
+func currentSlog() *slog.Logger {
+	l, _ := (&slogLogger{}).target()
+	return l
 }

@@ -66,8 +66,12 @@ func ShardConfig(shardID, replicaID uint64) config.Config {
 const RTTMillisecond = 20
 
 // NodeHostConfig is the NodeHost configuration keeld runs with: the Raft
-// log under nodeHostDir, Keel's LogDB settings and RTTMillisecond. Tools that
-// rewrite a stopped replica's log (keelctl import) must use the same.
+// log under nodeHostDir, Keel's LogDB settings, RTTMillisecond, and a new
+// PeerGuard as the transport (PeerGuardOf returns it), so no batch a peer
+// sends can make the NodeHost panic. Tools that rewrite a stopped replica's
+// log (keelctl import) must use the same. The caller sets DeploymentID
+// (DeploymentID derives one from a cluster name): Dragonboat records it in
+// nodeHostDir and refuses to reopen the directory under another.
 func NodeHostConfig(nodeHostDir, raftAddr string) config.NodeHostConfig {
 	c := config.NodeHostConfig{
 		NodeHostDir:    nodeHostDir,
@@ -75,5 +79,6 @@ func NodeHostConfig(nodeHostDir, raftAddr string) config.NodeHostConfig {
 		RaftAddress:    raftAddr,
 	}
 	c.Expert.LogDB = LogDBConfig()
+	c.Expert.TransportFactory = NewPeerGuard()
 	return c
 }

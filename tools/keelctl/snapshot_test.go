@@ -449,7 +449,9 @@ func TestExportImportRoundTrip(t *testing.T) {
 			NodeHostDir:    filepath.Join(dir, "raft"),
 			RTTMillisecond: 5,
 			RaftAddress:    members[id],
-			Expert:         config.ExpertConfig{LogDB: host.LogDBConfig()},
+			// A fresh DIR is imported for --cluster-id's default.
+			DeploymentID: host.DeploymentID("keel"),
+			Expert:       config.ExpertConfig{LogDB: host.LogDBConfig()},
 		})
 		if err != nil {
 			t.Fatalf("replica %d: NodeHost: %v", id, err)

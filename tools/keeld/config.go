@@ -56,6 +56,9 @@ type config struct {
 	GoMemoryLimitMiB int64
 	// Security holds TLS, token and connection-limit settings (security.go).
 	Security securityConfig
+	// ClusterID names the cluster; its hash is Dragonboat's deployment ID
+	// (cluster.go).
+	ClusterID string
 }
 
 // Defaults for a single-replica cluster on loopback.
@@ -107,6 +110,7 @@ func newFlagSet(c *config, members, logLevel *string) *flag.FlagSet {
 	fs.Int64Var(&c.SnapshotRateMiB, "snapshot-rate", 0, "cap on how fast this replica streams a snapshot to a follower or exports one, MiB/s (0: no cap)")
 	fs.IntVar(&c.WriteBatch, "write-batch", defaultWriteBatch, fmt.Sprintf("most concurrent PUT/DELETE /kv writes sent in one Raft proposal (group commit, e.g. 256; 1, the default, turns it off; at most %d)", sm.MaxTxnItems))
 	addSecurityFlags(fs, &c.Security)
+	addClusterFlag(fs, &c.ClusterID)
 	return fs
 }
 
@@ -162,6 +166,9 @@ func parseFlags(args []string) (config, error) {
 		c.ExportDir = filepath.Join(c.DataDir, "exports")
 	}
 	if err := c.Security.check(); err != nil {
+		return c, err
+	}
+	if err := checkClusterFlag(c.ClusterID); err != nil {
 		return c, err
 	}
 	if c.ShardID == 0 {

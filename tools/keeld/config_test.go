@@ -27,6 +27,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 		ShardID: 1, ReplicaID: 1, Members: map[uint64]string{1: "127.0.0.1:63001"}, LogLevel: slog.LevelWarn,
 		SnapshotInterval: time.Minute, LogCompaction: true, ExportDir: "keel-data/exports",
 		WriteBatch: defaultWriteBatch, GoMemoryLimitMiB: defaultGoMemoryLimitMiB, Security: securityConfig{MaxConns: defaultMaxConns},
+		ClusterID: "keel",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)
@@ -69,6 +70,9 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"--raft-addr", ":63001"},
 		{"--raft-addr", "127.0.0.1:0"},
 		{"--log-level", "trace"},
+		{"--cluster-id", ""},
+		{"--cluster-id", "a/b"},
+		{"--cluster-id", strings.Repeat("x", host.MaxClusterNameLen+1)},
 		{"--members", ""},
 		{"--members", "1=127.0.0.1:1,"},
 		{"--members", "1"},

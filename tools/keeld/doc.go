@@ -18,11 +18,14 @@
 //	                  bootstrap record, snapshot metadata
 //	<data-dir>/sm     Keel state machine root (plugin.Config.RootDir):
 //	                  shard-<id>/replica-<id>/ holds the Pebble images
+//	<data-dir>/cluster-id  the --cluster-id the directory belongs to
 //
 // A restart on the same data directory restarts the bootstrapped replica;
 // --members and --join are then ignored, as Dragonboat keeps the membership
-// in its log. A data directory belongs to one replica ID and one Raft
-// address; keeld refuses (exit 1) to start another on it.
+// in its log. A data directory belongs to one replica ID, one Raft
+// address and one --cluster-id; keeld refuses (exit 1) to start another on
+// it, and a Raft log written before --cluster-id existed (under
+// Dragonboat's default deployment ID, which cannot be changed).
 //
 // # HTTP API
 //
@@ -57,6 +60,19 @@
 // clients are bounded by the server's header, read and write timeouts,
 // 64 KiB of headers, and --max-conns open connections (default 1024;
 // more wait in the accept queue). See security.go.
+//
+// Between replicas: --cluster-id NAME (default "keel") is hashed into
+// Dragonboat's deployment ID (host.DeploymentID), recorded in
+// <data-dir>/cluster-id at the first start and checked at every later one
+// (another name: exit 1), so replicas of different clusters drop each
+// other's messages (cluster.go). host.PeerGuard, Keel's Raft transport,
+// drops and counts in /metrics (keel_raft_peer_address_mismatch_total,
+// keel_raft_peer_dropped_total{reason}) messages that claim a member's
+// replica ID from another address, malformed batches and messages for
+// shards this process does not host; none of them can crash the process.
+// Neither is authentication: the cluster ID and the source address travel
+// in clear text as the sender wrote them. Only mutual TLS keeps out a peer
+// that copies them, and without it such a peer can disrupt the shard.
 //
 // # Profiling
 //

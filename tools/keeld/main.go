@@ -20,6 +20,7 @@ import (
 	"github.com/keel-db/keel/logcompact"
 	"github.com/keel-db/keel/storageplugin"
 	"github.com/lni/dragonboat/v4"
+	dbconfig "github.com/lni/dragonboat/v4/config"
 )
 
 // shutdownTimeout bounds how long in-flight HTTP requests may finish after
@@ -63,6 +64,9 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	if err := os.MkdirAll(cfg.RaftDir(), 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
+	if err := bindClusterID(cfg); err != nil {
+		return err
+	}
 	// Bind HTTP first: it is the cheapest thing to fail, and a taken port
 	// should not leave a half-started replica behind.
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -83,7 +87,10 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 		NodeHostDir: cfg.RaftDir(),
 		RaftAddress: cfg.RaftAddr,
 		Keel:        host.Config{RootDir: cfg.SMDir(), Logger: logger, SnapshotStreamBytesPerSecond: cfg.SnapshotRateMiB << 20},
-		Configure:   cfg.Security.applyRaftTLS,
+		Configure: func(nhc *dbconfig.NodeHostConfig) {
+			nhc.DeploymentID = host.DeploymentID(cfg.ClusterID)
+			cfg.Security.applyRaftTLS(nhc)
+		},
 		NewFactory:  newFactory,
 	})
 	if err != nil {

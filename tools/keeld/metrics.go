@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/logcompact"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -48,6 +49,11 @@ func newMetrics(s *server) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&replicaCollector{s: s},
 	)
+	if s.nh != nil {
+		if g := host.PeerGuardOf(s.nh.NodeHostConfig()); g != nil {
+			m.reg.MustRegister(peerCollector{g})
+		}
+	}
 	if s.svc != nil && s.svc.comp != nil {
 		lc := logcompact.NewCollector()
 		lc.Add(s.svc.comp)
