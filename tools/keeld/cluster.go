@@ -64,7 +64,7 @@ func bindClusterID(cfg config) error {
 	// Dragonboat writes this flag file when it first opens a NodeHost
 	// directory.
 	if _, err := os.Stat(filepath.Join(cfg.RaftDir(), "dragonboat.ds")); err == nil {
-		return fmt.Errorf("%s holds a Raft log from a keeld without --cluster-id (Dragonboat's default deployment ID, which cannot be changed): use another --data-dir", cfg.DataDir)
+		return fmt.Errorf("%s holds a Raft log from a keeld without --cluster-id (Dragonboat's default deployment ID, which cannot be changed): move its data with keelctl export DIR BACKUP, then keelctl import --cluster-id NAME into a new --data-dir", cfg.DataDir)
 	}
 	return writeSynced(p, []byte(cfg.ClusterID+"\n"))
 }
