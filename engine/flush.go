@@ -63,6 +63,7 @@ func isEmptyFlush(err error) bool {
 // goroutine with the database's mutex held: it must not call into the DB.
 func (e *Engine) onFlushEnd(info pebble.FlushInfo) {
 	if info.Err == nil || isEmptyFlush(info.Err) {
+		e.memFlushed.Add(info.InputBytes)
 		e.shared.subMem(e, int64(info.InputBytes))
 		return
 	}
@@ -109,9 +110,11 @@ func (e *Engine) beginFlushLocked() (flushWait, error) {
 }
 
 // startFlush starts a flush for the memtable budget; false if the engine
-// is closed, read-only or Pebble refused.
+// is opening, closing or closed, read-only, or Pebble refused.
 func (e *Engine) startFlush() (flushWait, bool) {
-	e.life.RLock()
+	if !e.life.TryRLock() {
+		return flushWait{}, false
+	}
 	defer e.life.RUnlock()
 	if e.closed.Load() || e.readOnly {
 		return flushWait{}, false
