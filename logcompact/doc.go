@@ -10,8 +10,9 @@
 // sync() which takes the write lock and calls Sync, then doSave); only then
 // does node.doSave call compactLog with the snapshot index
 // (DB/node.go doSave/compactLog/getCompactionIndex), which never compacts
-// past the snapshot index. Keel's Sync fsyncs Pebble's WAL, so every
-// removed entry's effect is durable. On restart Open reports the persisted
+// past the snapshot index. Keel's Sync flushes the engine's memtable to
+// sstables (tablets run without a Pebble WAL), so every removed entry's
+// effect is durable. On restart Open reports the persisted
 // applied index and Dragonboat replays the rest from the log.
 //
 // # Policy
