@@ -53,7 +53,7 @@ func (f *flushFailures) last() error {
 // isEmptyFlush reports Pebble's marker for a flush that wrote no sstable
 // (every key in the memtable was shadowed, or it held nothing). It is not
 // a failure: the memtable is gone and nothing was lost. Pebble does not
-// export the error, so it is matched by its text; TestSyncOfFlushedEngine
+// export the error, so it is matched by its text; TestSyncCostsNothingWhenClean
 // pins it.
 func isEmptyFlush(err error) bool {
 	return err != nil && err.Error() == "pebble: empty table"

@@ -48,8 +48,9 @@ const (
 // with its shard count.
 //
 // Invariants:
-//   - memBytes is the sum of every registered engine's mem counter; both
-//     change together in addMem.
+//   - memBytes is the sum of every registered engine's mem counter: every
+//     change to a counter (addMem, subMem, unregister) is applied to
+//     memBytes too, right after it.
 //   - The cache and file cache are released once, in Close, and only when
 //     no engine is registered (each open Pebble also holds its own
 //     references, so a late reader can never see a freed cache).
