@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,6 +26,21 @@ func procIOWriteBytes() int64 {
 		if v, ok := strings.CutPrefix(sc.Text(), "write_bytes: "); ok {
 			n, _ := strconv.ParseInt(v, 10, 64)
 			return n
+		}
+	}
+	return 0
+}
+
+// rssBytes is the process's resident set (/proc/self/status VmRSS).
+func rssBytes() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n << 10
 		}
 	}
 	return 0
@@ -111,7 +127,9 @@ func BenchmarkUpdateSync(b *testing.B) {
 
 // BenchmarkTablets opens N tablets of 20 small keys each, synced, and
 // reports what they hold while open: file descriptors and disk (allocated
-// and apparent) per tablet and in total, on one Shared and with private
+// and apparent) per tablet and in total, and the growth of the process's
+// resident memory per tablet (indicative: the Go heap and cgo allocations
+// are not returned to the OS eagerly), on one Shared and with private
 // resources per tablet as Keel ran before tablets (Options.WAL on, 16 MiB
 // memtables, a private cache and file cache each).
 //
@@ -132,7 +150,8 @@ func benchTablets(b *testing.B, n int, shared bool) {
 	dir, err := os.MkdirTemp(b.TempDir(), "tablets-")
 	must(b, err)
 	defer os.RemoveAll(dir)
-	fds0 := openFDs(b)
+	runtime.GC()
+	fds0, rss0 := openFDs(b), rssBytes()
 	var sh *Shared
 	if shared {
 		sh, err = NewShared(SharedOptions{})
@@ -166,7 +185,9 @@ func benchTablets(b *testing.B, n int, shared bool) {
 			}
 		}
 	}
-	fds := openFDs(b) - fds0
+	runtime.GC()
+	fds, rss := openFDs(b)-fds0, rssBytes()-rss0
+	b.ReportMetric(float64(rss)/float64(n), "rss-bytes/tablet")
 	alloc, apparent := diskUsage(b, dir)
 	b.ReportMetric(float64(fds)/float64(n), "fds/tablet")
 	b.ReportMetric(float64(fds), "fds")
