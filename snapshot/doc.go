@@ -3,7 +3,7 @@
 // carries it, verifying and installing a received stream atomically, and
 // the periodic snapshot scheduler. sm's PrepareSnapshot, SaveSnapshot and
 // RecoverFromSnapshot are thin calls into Begin, Capture.Save and Install;
-// plugin.Export/Import wrap Dragonboat's export and tools.ImportSnapshot.
+// host.Export/Import wrap Dragonboat's export and tools.ImportSnapshot.
 //
 // # Exact images, no stall
 //
@@ -88,7 +88,7 @@
 // once. Both sides hold one 1 MiB chunk buffer whatever the image size; the
 // reader also keeps the names seen (at most MaxFiles of MaxNameLen bytes).
 //
-// Compression: exactly one layer, Dragonboat's (plugin.ShardConfig sets
+// Compression: exactly one layer, Dragonboat's (host.ShardConfig sets
 // SnapshotCompressionType Snappy). Keel does not compress: sstables are
 // already compressed (Snappy over a Keel stream of random-valued data:
 // ratio 1.000 at 2.6-4 GB/s, so the layer costs little); only WAL files

@@ -16,7 +16,7 @@
 //
 //	<data-dir>/raft   Dragonboat's NodeHost directory: Raft log (LogDB),
 //	                  bootstrap record, snapshot metadata
-//	<data-dir>/sm     Keel state machine root (plugin.Config.RootDir):
+//	<data-dir>/sm     Keel state machine root (host.Config.RootDir):
 //	                  shard-<id>/replica-<id>/ holds the Pebble images
 //	<data-dir>/cluster-id  the --cluster-id the directory belongs to
 //
