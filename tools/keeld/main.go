@@ -91,7 +91,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 			nhc.DeploymentID = host.DeploymentID(cfg.ClusterID)
 			cfg.Security.applyRaftTLS(nhc)
 		},
-		NewFactory:  newFactory,
+		NewFactory: newFactory,
 	})
 	if err != nil {
 		hint := ""
