@@ -118,6 +118,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 		WriteTimeout:   2*requestTimeout + 5*time.Second,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
+		ConnState:      hln.ConnState,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
