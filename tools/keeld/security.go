@@ -22,6 +22,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -130,7 +131,7 @@ func requireToken(token string, next http.Handler) http.Handler {
 	}
 	want := sha256.Sum256([]byte(token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got, ok := bearerToken(r.Header.Get("Authorization"))
 		sum := sha256.Sum256([]byte(got))
 		if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="keeld"`)
@@ -139,4 +140,32 @@ func requireToken(token string, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearerToken returns the credentials of an "Authorization: Bearer X"
+// header. The scheme is case-insensitive (RFC 9110 section 11.1), so
+// "bearer X" works too.
+func bearerToken(h string) (string, bool) {
+	scheme, cred, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimLeft(cred, " "), true
+}
+
+// warnOpenAPI logs a warning when the HTTP API listens beyond loopback
+// without a token: anyone who can reach the port can then read, write and
+// change membership.
+func warnOpenAPI(s securityConfig, httpAddr string, logger *slog.Logger) {
+	if s.Token != "" {
+		return
+	}
+	host, _, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return // parseFlags refused it already
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return
+	}
+	logger.Warn("the HTTP API listens beyond loopback without --token or --token-file: anyone who reaches it can read, write and change membership", "http", httpAddr)
 }

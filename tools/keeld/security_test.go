@@ -246,7 +246,7 @@ func TestTokenAndHTTPTLS(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	for _, auth := range []string{"", "Bearer wrong", "Bearer " + token + "x", "Basic " + token, "bearer " + token} {
+	for _, auth := range []string{"", "Bearer wrong", "Bearer " + token + "x", "Basic " + token, "Bearer" + token} {
 		for _, r := range []struct{ method, path string }{
 			{"PUT", "/kv/secret"}, {"GET", "/kv/secret"}, {"DELETE", "/kv/secret"}, {"POST", "/txn"},
 			{"GET", "/status"}, {"GET", "/metrics"}, {"POST", "/admin/snapshot"}, {"POST", "/admin/members/9?addr=127.0.0.1:1"},
