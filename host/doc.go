@@ -25,7 +25,9 @@
 //     APIVersion, and Load, which classifies every way a .so can fail to
 //     load. plugin/keelso is the plugin's main package.
 //   - Member-list parsing (members.go) and slog routing for Dragonboat's
-//     loggers (logger.go).
+//     loggers (logger.go), which lets through at most one warning or error
+//     per package and format string every RepeatInterval (10 s), the next
+//     carrying a "suppressed" count, so a down peer does not flood the log.
 //
 // # Concurrency
 //
