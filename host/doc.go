@@ -26,8 +26,10 @@
 //     ID, a shard not hosted). DeploymentID (deployment.go) derives a
 //     deployment ID from a cluster name; neither authenticates peers.
 //   - Member-list parsing (members.go) and slog routing for Dragonboat's
-//     process-global loggers (logger.go); Dragonboat's Panicf panics with
-//     an error value.
+//     process-global loggers (logger.go), which lets through at most one warning or
+//     error per package and format string every RepeatInterval (10 s),
+//     the next carrying a "suppressed" count, so a down peer does not
+//     flood the log; Dragonboat's Panicf panics with an error value.
 //
 // # Lifetimes
 //

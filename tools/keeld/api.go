@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keel-db/keel/client"
 	"github.com/keel-db/keel/host"
@@ -39,14 +40,33 @@ func (s *server) handleScan(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	sq := client.ScanQuery{Prefix: optKey(q, "prefix"), Start: optKey(q, "start"), End: optKey(q, "end")}
+	enc := q.Get("encoding")
+	if enc != "" && enc != "base64" {
+		s.fail(w, fmt.Errorf("%w: encoding=%q: only base64 is supported", errBadRequest, enc))
+		return
+	}
+	var sq client.ScanQuery
 	for _, p := range []struct {
 		name string
-		v    []byte
-	}{{"prefix", sq.Prefix}, {"start", sq.Start}, {"end", sq.End}} {
-		if len(p.v) > sm.MaxKeySize {
-			s.fail(w, fmt.Errorf("%w: %s of %d bytes is over the %d byte limit", errBadRequest, p.name, len(p.v), sm.MaxKeySize))
+		dst  *[]byte
+	}{{"prefix", &sq.Prefix}, {"start", &sq.Start}, {"end", &sq.End}} {
+		v := q.Get(p.name)
+		if v == "" {
+			continue
+		}
+		b := []byte(v)
+		if enc == "base64" {
+			if b, err = decodeBase64(p.name, v); err != nil {
+				s.fail(w, err)
+				return
+			}
+		}
+		if len(b) > sm.MaxKeySize {
+			s.fail(w, fmt.Errorf("%w: %s of %d bytes is over the %d byte limit", errBadRequest, p.name, len(b), sm.MaxKeySize))
 			return
+		}
+		if len(b) > 0 {
+			*p.dst = b
 		}
 	}
 	if l := q.Get("limit"); l != "" {
@@ -56,11 +76,6 @@ func (s *server) handleScan(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		sq.Limit = n
-	}
-	enc := q.Get("encoding")
-	if enc != "" && enc != "base64" {
-		s.fail(w, fmt.Errorf("%w: encoding=%q: only base64 is supported", errBadRequest, enc))
-		return
 	}
 	var res client.ScanResult
 	err = s.metrics.timeRead("scan", stale, func() error {
@@ -80,6 +95,9 @@ func (s *server) handleScan(w http.ResponseWriter, r *http.Request) {
 	conv := func(b []byte) any { return string(b) }
 	if enc == "base64" {
 		conv = func(b []byte) any { return b } // encoding/json writes []byte as base64
+	} else if err := checkUTF8(res); err != nil {
+		s.fail(w, err)
+		return
 	}
 	out := scanResponse{Pairs: make([]scanPair, len(res.Pairs)), More: res.More}
 	for i, kv := range res.Pairs {
@@ -91,10 +109,19 @@ func (s *server) handleScan(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// optKey returns a query parameter's bytes, nil when absent or empty.
-func optKey(q url.Values, name string) []byte {
-	if v := q.Get(name); v != "" {
-		return []byte(v)
+// checkUTF8 refuses a scan result a JSON string cannot carry exactly:
+// encoding/json would write U+FFFD for each byte that is not UTF-8, so two
+// keys could print alike and a next_key sent back as start would sort
+// before the real key and return the same page forever.
+func checkUTF8(res client.ScanResult) error {
+	bad := func(b []byte) bool { return !utf8.Valid(b) }
+	for _, kv := range res.Pairs {
+		if bad(kv.Key) || bad(kv.Value) {
+			return fmt.Errorf("%w: the scan reached key %q, whose key or value is not UTF-8 and cannot be a JSON string; scan with encoding=base64", errBadRequest, kv.Key)
+		}
+	}
+	if res.More && bad(res.NextKey) {
+		return fmt.Errorf("%w: the next key %q is not UTF-8 and cannot be a JSON string; scan with encoding=base64", errBadRequest, res.NextKey)
 	}
 	return nil
 }
@@ -102,9 +129,12 @@ func optKey(q url.Values, name string) []byte {
 // txnRequest is POST /txn's body. Each condition sets exactly one of
 // Absent, Exists and Equals; each operation sets exactly one of Put (with
 // Value) and Delete.
+// With Encoding "base64" every key, value and "equals" is base64
+// (standard alphabet, padded), for binary data JSON strings cannot carry.
 type txnRequest struct {
-	If   []txnCond `json:"if"`
-	Then []txnOp   `json:"then"`
+	If       []txnCond `json:"if"`
+	Then     []txnOp   `json:"then"`
+	Encoding string    `json:"encoding"`
 }
 
 type txnCond struct {
@@ -128,16 +158,31 @@ type txnResponse struct {
 }
 
 // decodeTxn parses and checks a txn body. Nothing here panics on any input:
-// unknown fields, trailing data and every shape error are refused.
+// unknown fields, a name given twice, text that is not UTF-8, trailing
+// data and every shape error are refused.
 func decodeTxn(body []byte) ([]client.Cond, []client.TxnOp, error) {
+	if err := checkJSONText(body); err != nil {
+		return nil, nil, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	var req txnRequest
 	if err := dec.Decode(&req); err != nil {
-		return nil, nil, fmt.Errorf("%w: txn body is not valid JSON of the documented shape: %v", errBadRequest, err)
+		return nil, nil, jsonDecodeError("txn body", err)
 	}
 	if dec.More() {
 		return nil, nil, fmt.Errorf("%w: txn body has data after the JSON object", errBadRequest)
+	}
+	if bytes.Equal(bytes.TrimSpace(body), []byte("null")) {
+		return nil, nil, fmt.Errorf("%w: txn body must be a JSON object, not null", errBadRequest)
+	}
+	bin := func(where, s string) ([]byte, error) { return []byte(s), nil }
+	switch req.Encoding {
+	case "":
+	case "base64":
+		bin = decodeBase64
+	default:
+		return nil, nil, fmt.Errorf(`%w: txn "encoding": %q: only "base64" is supported`, errBadRequest, req.Encoding)
 	}
 	if len(req.Then) == 0 {
 		return nil, nil, fmt.Errorf(`%w: txn needs at least one operation in "then"`, errBadRequest)
@@ -151,7 +196,10 @@ func decodeTxn(body []byte) ([]client.Cond, []client.TxnOp, error) {
 		if c.Key == nil {
 			return nil, nil, fmt.Errorf(`%w: %s has no "key"`, errBadRequest, where)
 		}
-		k := []byte(*c.Key)
+		k, err := bin(where+".key", *c.Key)
+		if err != nil {
+			return nil, nil, err
+		}
 		if err := checkKey(where+".key", k); err != nil {
 			return nil, nil, err
 		}
@@ -167,7 +215,10 @@ func decodeTxn(body []byte) ([]client.Cond, []client.TxnOp, error) {
 		}
 		if c.Equals != nil {
 			kinds++
-			v := []byte(*c.Equals)
+			v, err := bin(where+".equals", *c.Equals)
+			if err != nil {
+				return nil, nil, err
+			}
 			if err := checkValue(v); err != nil {
 				return nil, nil, err
 			}
@@ -186,7 +237,14 @@ func decodeTxn(body []byte) ([]client.Cond, []client.TxnOp, error) {
 			if o.Value == nil {
 				return nil, nil, fmt.Errorf(`%w: %s puts without a "value"`, errBadRequest, where)
 			}
-			k, v := []byte(*o.Put), []byte(*o.Value)
+			k, err := bin(where+".put", *o.Put)
+			if err != nil {
+				return nil, nil, err
+			}
+			v, err := bin(where+".value", *o.Value)
+			if err != nil {
+				return nil, nil, err
+			}
 			if err := checkKey(where+".put", k); err != nil {
 				return nil, nil, err
 			}
@@ -198,7 +256,10 @@ func decodeTxn(body []byte) ([]client.Cond, []client.TxnOp, error) {
 			if o.Value != nil {
 				return nil, nil, fmt.Errorf(`%w: %s deletes but has a "value"`, errBadRequest, where)
 			}
-			k := []byte(*o.Delete)
+			k, err := bin(where+".delete", *o.Delete)
+			if err != nil {
+				return nil, nil, err
+			}
 			if err := checkKey(where+".delete", k); err != nil {
 				return nil, nil, err
 			}
@@ -277,6 +338,10 @@ func (s *server) handleAddMember(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
+	if err := s.checkAdd(ctx, id, addr); err != nil {
+		s.fail(w, fmt.Errorf("add replica %d at %s: %w", id, addr, err))
+		return
+	}
 	if err := s.nh.SyncRequestAddReplica(ctx, s.cfg.ShardID, id, addr, 0); err != nil {
 		s.fail(w, fmt.Errorf("add replica %d at %s: %w", id, addr, err))
 		return
@@ -292,6 +357,10 @@ func (s *server) handleDeleteMember(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
+	if err := s.checkDelete(ctx, id); err != nil {
+		s.fail(w, fmt.Errorf("delete replica %d: %w", id, err))
+		return
+	}
 	if err := s.nh.SyncRequestDeleteReplica(ctx, s.cfg.ShardID, id, 0); err != nil {
 		s.fail(w, fmt.Errorf("delete replica %d: %w", id, err))
 		return
@@ -330,6 +399,10 @@ func (s *server) handleExport(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), exportTimeout)
 	defer cancel()
 	idx, path, err := host.Export(ctx, s.nh, s.cfg.ShardID, s.cfg.ExportDir)
+	if errors.Is(err, dragonboat.ErrRejected) {
+		s.fail(w, fmt.Errorf("export: %w: nothing was applied since the last snapshot or export, so there is nothing new to export", err))
+		return
+	}
 	if err != nil {
 		s.fail(w, fmt.Errorf("export: %w", err))
 		return

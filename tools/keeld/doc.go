@@ -58,8 +58,11 @@
 // and --raft-tls-key turn on Dragonboat's mutual TLS between replicas, so
 // a peer without a certificate from that CA cannot take part. Slow
 // clients are bounded by the server's header, read and write timeouts,
-// 64 KiB of headers, and --max-conns open connections (default 1024;
-// more wait in the accept queue). See security.go.
+// 64 KiB of headers, and --max-conns open connections (default 1024). At
+// the cap a new connection takes the slot of the longest-idle keep-alive
+// connection, else of one silent for a second, else it is answered 503
+// with Retry-After and closed: idle or silent clients never lock new ones
+// out. See security.go and conns.go.
 //
 // Between replicas: --cluster-id NAME (default "keel") is hashed into
 // Dragonboat's deployment ID (host.DeploymentID), recorded in

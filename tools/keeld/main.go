@@ -99,6 +99,9 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 		if strings.Contains(err.Error(), "not the owner of the data directory") {
 			hint = " (the data directory was created with another --raft-addr)"
 		}
+		if strings.Contains(err.Error(), "failed to lock data directory") {
+			return fmt.Errorf("another keeld holds %s (its data directory is locked): %w", cfg.DataDir, err)
+		}
 		return fmt.Errorf("start Raft node host at %s in %s: %w%s", cfg.RaftAddr, cfg.RaftDir(), err, hint)
 	}
 	defer h.Close()
@@ -119,6 +122,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	srv := newServer(nh, factory, svc, cfg, logger)
 	// Connection cap and TLS wrap the listener; the token check runs before
 	// any handler, so a refused request reads and changes nothing.
+	warnOpenAPI(cfg.Security, cfg.HTTPAddr, logger)
 	hln, err := cfg.Security.httpListener(ln)
 	if err != nil {
 		return err
@@ -133,6 +137,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 		WriteTimeout:   2*requestTimeout + 5*time.Second,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
+		ConnState:      hln.ConnState,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)

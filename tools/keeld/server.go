@@ -126,6 +126,10 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed on %s; allowed: %s", r.Method, r.URL.Path, strings.Join(allowed, ", ")))
 		return
 	}
+	if err := checkQuery(rt.name, r.Method, r.URL.RawQuery); err != nil {
+		s.fail(rec, err)
+		return
+	}
 	h(rec, r)
 }
 

@@ -24,7 +24,9 @@ type statusResponse struct {
 	// LeaderID is 0 while no leader is known to this replica.
 	LeaderID uint64 `json:"leader_id"`
 	IsLeader bool   `json:"is_leader"`
-	Term     uint64 `json:"term"`
+	// Term is this replica's Raft term, known leader or not (0 only
+	// before the replica has started).
+	Term uint64 `json:"term"`
 	// AppliedIndex is the last Raft index applied to this replica's state
 	// machine.
 	AppliedIndex uint64 `json:"applied_index"`
@@ -70,9 +72,14 @@ func (s *server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		UptimeSeconds: time.Since(s.started).Seconds(),
 		Version:       version(),
 	}
-	if leader, term, ok, err := s.nh.GetLeaderID(s.cfg.ShardID); err == nil && ok {
-		st.LeaderID, st.Term = leader, term
-		st.IsLeader = leader == s.cfg.ReplicaID
+	// Dragonboat reports the term with or without a known leader; during
+	// an election it is the term being contested.
+	if leader, term, ok, err := s.nh.GetLeaderID(s.cfg.ShardID); err == nil {
+		st.Term = term
+		if ok {
+			st.LeaderID = leader
+			st.IsLeader = leader == s.cfg.ReplicaID
+		}
 	}
 	st.AppliedIndex = s.appliedIndex()
 	s.fillMembers(r.Context(), &st)
