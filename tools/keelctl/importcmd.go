@@ -140,7 +140,7 @@ func planImport(g *globals, dir, snap string, members map[uint64]string, replica
 	// leave a directory that belongs to nobody.
 	reps, err := filepath.Glob(filepath.Join(smRoot, "shard-*", "replica-*"))
 	if err != nil {
-		return importPlan{}, fmt.Errorf("%w: %v", errUsage, err)
+		return importPlan{}, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	for _, r := range reps {
 		var s, id uint64
@@ -237,7 +237,7 @@ func checkNotLive(replicaDir string) error {
 		if isLockErr(err) {
 			return fmt.Errorf("%w: %s is held by a running process; stop it first", errLive, img)
 		}
-		return fmt.Errorf("%w: lock %s: %v", errOpen, img, err)
+		return fmt.Errorf("%w: lock %s: %w", errOpen, img, err)
 	}
 	err = lock.Close()
 	if statErr == nil {
@@ -258,7 +258,7 @@ func checkNodeHostAddress(nhDir, addr string, replicaID uint64) (uint64, error) 
 	// <hostname>/<deployment ID> directory under it.
 	flags, err := filepath.Glob(filepath.Join(nhDir, "*", "*", "dragonboat.ds"))
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", errUsage, err)
+		return 0, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if _, err := os.Stat(filepath.Join(nhDir, "dragonboat.ds")); err == nil {
 		flags = append([]string{filepath.Join(nhDir, "dragonboat.ds")}, flags...)
@@ -267,7 +267,7 @@ func checkNodeHostAddress(nhDir, addr string, replicaID uint64) (uint64, error) 
 	for _, f := range flags {
 		data, err := os.ReadFile(f)
 		if err != nil {
-			return 0, fmt.Errorf("%w: %v", errOpen, err)
+			return 0, fmt.Errorf("%w: %w", errOpen, err)
 		}
 		var s pb.RaftDataStatus
 		if len(data) < 8 || !bytes.Equal(data[:8], gbsnap.FlagFileHash(data[8:])) || s.Unmarshal(data[8:]) != nil {
@@ -300,7 +300,7 @@ func doImport(g *globals, dir string, plan importPlan, members map[uint64]string
 	host.UseSlog(slog.New(slog.NewTextHandler(io.Discard, nil)), slog.LevelError)
 	if err := host.Import(nhc, plan.Snapshot, members, plan.ReplicaID); err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
-			return fmt.Errorf("%w: %v", errOpen, err)
+			return fmt.Errorf("%w: %w", errOpen, err)
 		}
 		return err
 	}

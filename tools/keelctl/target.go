@@ -36,13 +36,13 @@ func (g *globals) resolve(dir string) (target, error) {
 	st, err := os.Stat(dir)
 	switch {
 	case err != nil && dir != "":
-		return t, fmt.Errorf("%w: %v", errNotKeel, err)
+		return t, fmt.Errorf("%w: %w", errNotKeel, err)
 	case err == nil && !st.IsDir():
 		return t, fmt.Errorf("%w: %s is not a directory", errNotKeel, dir)
 	}
 	matches, err := filepath.Glob(filepath.Join(t.smRoot, "shard-*", "replica-*"))
 	if err != nil {
-		return t, fmt.Errorf("%w: %v", errUsage, err)
+		return t, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	type rep struct{ shard, replica uint64 }
 	var found []rep
@@ -85,7 +85,7 @@ func (t target) openEngine() (*engine.Engine, error) {
 	root := engine.NewRoot(t.replicaDir, nil)
 	cur, err := root.Current()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errOpen, err)
+		return nil, fmt.Errorf("%w: %w", errOpen, err)
 	}
 	if cur == "" {
 		return nil, fmt.Errorf("%w: %s has no CURRENT image pointer", errNotKeel, t.replicaDir)
@@ -96,7 +96,7 @@ func (t target) openEngine() (*engine.Engine, error) {
 		if isLockErr(err) {
 			return nil, fmt.Errorf("%w: %s is held by a running process; stop it first", errLive, imgDir)
 		}
-		return nil, fmt.Errorf("%w: lock %s: %v", errOpen, imgDir, err)
+		return nil, fmt.Errorf("%w: lock %s: %w", errOpen, imgDir, err)
 	}
 	// Pebble takes the lock itself on open; release ours first.
 	_ = lock.Close()
@@ -105,7 +105,7 @@ func (t target) openEngine() (*engine.Engine, error) {
 		if isLockErr(err) {
 			return nil, fmt.Errorf("%w: %s is held by a running process; stop it first", errLive, imgDir)
 		}
-		return nil, fmt.Errorf("%w: %v", errOpen, err)
+		return nil, fmt.Errorf("%w: %w", errOpen, err)
 	}
 	return e, nil
 }
