@@ -56,6 +56,11 @@ type config struct {
 	GoMemoryLimitMiB int64
 	// Security holds TLS, token and connection-limit settings (security.go).
 	Security securityConfig
+	// Sharding holds --shards and --shard-map and the replicas this
+	// process runs (placement.go). ShardID and ReplicaID name the first of
+	// them, the one the single-shard endpoints and top-level /status fields
+	// describe.
+	Sharding shardingConfig
 	// ClusterID names the cluster; its hash is Dragonboat's deployment ID
 	// (cluster.go).
 	ClusterID string
@@ -111,6 +116,7 @@ func newFlagSet(c *config, members, logLevel *string) *flag.FlagSet {
 	fs.IntVar(&c.WriteBatch, "write-batch", defaultWriteBatch, fmt.Sprintf("most concurrent PUT/DELETE /kv writes sent in one Raft proposal (group commit, e.g. 256; 1, the default, turns it off; at most %d)", sm.MaxTxnItems))
 	addSecurityFlags(fs, &c.Security)
 	addClusterFlag(fs, &c.ClusterID)
+	addShardingFlags(fs, &c.Sharding)
 	return fs
 }
 
@@ -208,8 +214,11 @@ func parseFlags(args []string) (config, error) {
 	if err := host.CheckHostPort(c.RaftAddr, false); err != nil {
 		return c, fmt.Errorf("%w: --raft-addr: %v", errUsage, err)
 	}
-	if !c.Join && c.Members == nil {
+	if !c.Join && c.Members == nil && c.Sharding.ShardMapFile == "" {
 		c.Members = map[uint64]string{c.ReplicaID: c.RaftAddr}
+	}
+	if err := c.resolvePlacement(set); err != nil {
+		return c, err
 	}
 	return c, nil
 }

@@ -110,7 +110,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	// idempotent.
 	closeNH := func() { _ = h.Close() }
 
-	if err := startReplica(nh, factory, cfg, logger); err != nil {
+	if err := startReplicas(nh, factory, cfg, logger); err != nil {
 		return err
 	}
 	svc, err := startServices(nh, factory, cfg, logger)
@@ -191,40 +191,48 @@ func factoryFunc(cfg config, logger *slog.Logger) (func(host.Config) (*host.Fact
 	return desc.NewFactory, nil
 }
 
-// startReplica starts this process's replica. A replica already
-// bootstrapped in the data directory restarts with no member list, so a
-// restart works whatever --members or --join say; Dragonboat keeps the
-// membership in its log.
-func startReplica(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger *slog.Logger) error {
-	sc := host.ShardConfig(cfg.ShardID, cfg.ReplicaID)
-	cfg.schedulerConfig(logger).ApplyTo(&sc)
-	if cfg.LogCompaction {
-		// Only where a Compactor runs: it then reclaims LogDB space itself.
-		logcompact.Configure(&sc)
-	}
-	var members map[uint64]dragonboat.Target
-	join := cfg.Join
+// startReplicas starts every replica placed on this process. A replica
+// already bootstrapped in the data directory restarts with no member list,
+// so a restart works whatever --members, --join or the shard map say;
+// Dragonboat keeps the membership in its log.
+func startReplicas(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger *slog.Logger) error {
 	// One data directory holds one replica of a shard: starting another
 	// replica ID here would bootstrap a second, unrelated member beside it.
 	if info := nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{}); info != nil {
 		for _, li := range info.LogInfo {
-			if li.ShardID == cfg.ShardID && li.ReplicaID != cfg.ReplicaID {
-				return fmt.Errorf("%s holds replica %d of shard %d, not replica %d: use its own --replica-id or another --data-dir",
-					cfg.DataDir, li.ReplicaID, li.ShardID, cfg.ReplicaID)
+			for _, p := range cfg.Sharding.Placement {
+				if li.ShardID == p.ShardID && li.ReplicaID != p.ReplicaID {
+					return fmt.Errorf("%s holds replica %d of shard %d, not replica %d: use its own --replica-id or another --data-dir",
+						cfg.DataDir, li.ReplicaID, li.ShardID, p.ReplicaID)
+				}
 			}
 		}
 	}
-	if nh.HasNodeInfo(cfg.ShardID, cfg.ReplicaID) {
-		join = false
-		logger.Info("restarting bootstrapped replica; --members and --join are ignored")
-	} else if !join {
-		members = make(map[uint64]dragonboat.Target, len(cfg.Members))
-		for id, addr := range cfg.Members {
-			members[id] = addr
+	restarted := 0
+	for _, p := range cfg.Sharding.Placement {
+		sc := host.ShardConfig(p.ShardID, p.ReplicaID)
+		cfg.schedulerConfig(logger).ApplyTo(&sc)
+		if cfg.LogCompaction {
+			// Only where a Compactor runs: it then reclaims LogDB space itself.
+			logcompact.Configure(&sc)
+		}
+		var members map[uint64]dragonboat.Target
+		join := cfg.Join
+		if nh.HasNodeInfo(p.ShardID, p.ReplicaID) {
+			join = false
+			restarted++
+		} else if !join {
+			members = make(map[uint64]dragonboat.Target, len(p.Members))
+			for id, addr := range p.Members {
+				members[id] = addr
+			}
+		}
+		if err := nh.StartOnDiskReplica(members, join, f.Create, sc); err != nil {
+			return fmt.Errorf("start replica %d of shard %d: %w", p.ReplicaID, p.ShardID, err)
 		}
 	}
-	if err := nh.StartOnDiskReplica(members, join, f.Create, sc); err != nil {
-		return fmt.Errorf("start replica %d of shard %d: %w", cfg.ReplicaID, cfg.ShardID, err)
+	if restarted > 0 {
+		logger.Info("restarted bootstrapped replicas; --members, --join and the shard map are ignored for them", "replicas", restarted)
 	}
 	return nil
 }

@@ -34,7 +34,10 @@ type server struct {
 	client *client.Client
 	// writes carries PUT and DELETE /kv: a client.Batcher (group commit)
 	// or, with --write-batch 1, the client itself.
-	writes  keyWriter
+	writes keyWriter
+	// route finds each key's shard and how to reach it; the client and
+	// writes above are its first placed shard's.
+	route   *router
 	factory *host.Factory
 	svc     *services
 	cfg     config
@@ -46,17 +49,15 @@ type server struct {
 func newServer(nh *dragonboat.NodeHost, f *host.Factory, svc *services, cfg config, logger *slog.Logger) *server {
 	s := &server{
 		nh:      nh,
-		client:  client.NewClient(nh, cfg.ShardID),
+		route:   newRouter(nh, cfg),
 		factory: f,
 		svc:     svc,
 		cfg:     cfg,
 		log:     logger,
 		started: time.Now(),
 	}
-	s.writes = s.client
-	if cfg.WriteBatch > 1 {
-		s.writes = client.NewBatcher(s.client, client.BatcherOptions{MaxOps: cfg.WriteBatch, Timeout: requestTimeout})
-	}
+	first := s.route.local[cfg.ShardID]
+	s.client, s.writes = first.client, first.writes
 	s.metrics = newMetrics(s)
 	return s
 }
@@ -305,6 +306,12 @@ func statusFor(err error) int {
 		errors.Is(err, dragonboat.ErrInvalidAddress),
 		errors.Is(err, dragonboat.ErrInvalidTarget):
 		return http.StatusBadRequest
+	case errors.Is(err, errCrossShard):
+		return http.StatusBadRequest
+	case errors.Is(err, errLoop):
+		return http.StatusLoopDetected
+	case errors.Is(err, errUnavailable):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, errNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, errTooLarge), errors.Is(err, dragonboat.ErrPayloadTooBig):
