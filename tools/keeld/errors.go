@@ -17,4 +17,8 @@ var (
 	// errUnauthorized is returned for a request without the configured
 	// bearer token (401); nothing was read or changed.
 	errUnauthorized = errors.New("unauthorized")
+	// errDiskFull is returned for a write refused because the data
+	// directory's free space is below --disk-reserve (507); nothing was
+	// written. Reads still work.
+	errDiskFull = errors.New("insufficient storage")
 )

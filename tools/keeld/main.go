@@ -17,9 +17,11 @@ import (
 	"syscall"
 	"time"
 
+	pebblevfs "github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/storageplugin"
 	"github.com/lni/dragonboat/v4"
+	lnivfs "github.com/lni/vfs"
 )
 
 // shutdownTimeout bounds how long in-flight HTTP requests may finish after
@@ -31,7 +33,10 @@ func main() {
 }
 
 // run is keeld's main, returning the exit status: 0 after a clean shutdown,
-// 2 for a bad command line, 1 when start-up or serving failed.
+// 2 for a bad command line, 1 when start-up or serving failed. The disk
+// guard ends the process itself with exitStorage (3) when storage fails
+// under the replica (diskguard.go), and Keel's Pebble with 70 on an
+// internal invariant.
 func run(args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -73,11 +78,19 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 
 	host.UseSlog(slog.New(demoteRoutine(logger.Handler())), cfg.LogLevel)
 	defer startPprof(logger)()
-	factory, err := newFactory(cfg, logger)
+	disk, err := newDiskGuard(cfg, logger, banner)
+	if err != nil {
+		return err
+	}
+	defer disk.close()
+	host.OnFatal(disk.onDragonboatFatal)
+	defer host.OnFatal(nil)
+	factory, err := newFactory(cfg, logger, disk)
 	if err != nil {
 		return err
 	}
 	nhc := host.NodeHostConfig(cfg.RaftDir(), cfg.RaftAddr)
+	nhc.Expert.FS = host.DiskFullFS(lnivfs.Default, disk)
 	cfg.Security.applyRaftTLS(&nhc)
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
@@ -95,6 +108,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	if err := startReplica(nh, factory, cfg, logger); err != nil {
 		return err
 	}
+	disk.attach(nh, cfg.ShardID, cfg.ReplicaID)
 	svc, err := startServices(nh, factory, cfg, logger)
 	if err != nil {
 		return err
@@ -102,6 +116,8 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	defer svc.stop()
 
 	srv := newServer(nh, factory, svc, cfg, logger)
+	srv.disk = disk
+	srv.metrics.reg.MustRegister(disk)
 	// Connection cap and TLS wrap the listener; the token check runs before
 	// any handler, so a refused request reads and changes nothing.
 	hln, err := cfg.Security.httpListener(ln)
@@ -158,8 +174,12 @@ func setMemoryLimit(mib int64, logger *slog.Logger) {
 
 // newFactory builds the state machine factory: Keel's own, or the one a
 // storage plugin (--sm-plugin) provides.
-func newFactory(cfg config, logger *slog.Logger) (*host.Factory, error) {
+func newFactory(cfg config, logger *slog.Logger, disk *diskGuard) (*host.Factory, error) {
 	pc := host.Config{RootDir: cfg.SMDir(), Logger: logger, SnapshotStreamBytesPerSecond: cfg.SnapshotRateMiB << 20}
+	// Keel's Pebble runs on the guard's ENOSPC handler too, and a received
+	// snapshot must leave the reserve free.
+	pc.Engine.FS = pebblevfs.OnDiskFull(pebblevfs.Default, disk.onPebbleFull)
+	pc.SnapshotReserveBytes = disk.reserve
 	if cfg.SMPlugin == "" {
 		return host.NewFactory(pc)
 	}
