@@ -25,7 +25,11 @@
 //     APIVersion, and Load, which classifies every way a .so can fail to
 //     load. plugin/keelso is the plugin's main package.
 //   - Member-list parsing (members.go) and slog routing for Dragonboat's
-//     loggers (logger.go).
+//     loggers (logger.go), with OnFatal, a hook on Dragonboat's Panicf.
+//   - DiskFullFS (diskfull.go): Dragonboat's filesystem with ENOSPC sent to
+//     a handler (free a ballast and retry, or end the process) before
+//     Dragonboat or its LogDB's Pebble can panic on it; IsNoSpace and
+//     IsStorageFailure classify errors.
 //
 // # Concurrency
 //
