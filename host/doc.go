@@ -29,7 +29,12 @@
 //     process-global loggers (logger.go), which lets through at most one warning or
 //     error per package and format string every RepeatInterval (10 s),
 //     the next carrying a "suppressed" count, so a down peer does not
-//     flood the log; Dragonboat's Panicf panics with an error value.
+//     flood the log; Dragonboat's Panicf panics with an error value, and
+//     OnFatal hooks it.
+//   - DiskFullFS (diskfull.go): Dragonboat's filesystem with ENOSPC sent to
+//     a handler (free a ballast and retry, or end the process) before
+//     Dragonboat or its LogDB's Pebble can panic on it; IsNoSpace and
+//     IsStorageFailure classify errors.
 //
 // # Lifetimes
 //

@@ -178,13 +178,17 @@ func (s *slogLogger) Errorf(format string, args ...interface{}) {
 // Panicf is Dragonboat's fatal path: it logs and panics, as Dragonboat's
 // own logger does, because Dragonboat relies on it not returning. The panic
 // value is a *dragonboatFatal (an error, so Dragonboat's own recover in
-// NewNodeHost re-panics rather than swallowing it). The node registry's
-// address mismatch is not logged here: a peer can trigger it at will,
-// PeerGuard recovers it and logs it rate-limited, and elsewhere the
-// runtime prints the panic as the process ends.
+// NewNodeHost re-panics rather than swallowing it). A hook set with
+// OnFatal sees it first and may end the process instead. The node
+// registry's address mismatch neither reaches the hook nor is logged here:
+// a peer can trigger it at will, and PeerGuard recovers it and logs it
+// rate-limited.
 func (s *slogLogger) Panicf(format string, args ...interface{}) {
 	f := &dragonboatFatal{pkg: s.pkg, msg: fmt.Sprintf(format, args...)}
 	if !f.addressMismatch() {
+		if h := fatalHook.Load(); h != nil {
+			(*h)(f.msg, firstError(args))
+		}
 		l, _, _ := s.target()
 		l.Error(f.msg, "pkg", s.pkg, "fatal", true)
 	}
@@ -195,4 +199,32 @@ func (s *slogLogger) Panicf(format string, args ...interface{}) {
 func currentSlog() *slog.Logger {
 	l, _, _ := (&slogLogger{}).target()
 	return l
+}
+
+// fatalHook is the function OnFatal installed, read on Dragonboat's fatal
+// path from any of its goroutines.
+var fatalHook atomic.Pointer[func(msg string, err error)]
+
+// OnFatal installs fn to run when Dragonboat calls its logger's Panicf,
+// before the record is logged and the panic raised. msg is the formatted
+// message and err the first error among Panicf's arguments, or nil
+// (Dragonboat's panicNow passes the error itself, so errors.Is works on
+// it). fn may end the process (a host exits with its own code and one line
+// for a storage failure, see IsStorageFailure); if it returns, Panicf goes
+// on and panics. nil removes the hook. Process-global, like UseSlog.
+func OnFatal(fn func(msg string, err error)) {
+	if fn == nil {
+		fatalHook.Store(nil)
+		return
+	}
+	fatalHook.Store(&fn)
+}
+
+func firstError(args []interface{}) error {
+	for _, a := range args {
+		if err, ok := a.(error); ok {
+			return err
+		}
+	}
+	return nil
 }

@@ -27,7 +27,8 @@ func TestParseFlagsDefaults(t *testing.T) {
 		ShardID: 1, ReplicaID: 1, Members: map[uint64]string{1: "127.0.0.1:63001"}, LogLevel: slog.LevelWarn,
 		SnapshotInterval: time.Minute, LogCompaction: true, ExportDir: "keel-data/exports",
 		WriteBatch: defaultWriteBatch, GoMemoryLimitMiB: defaultGoMemoryLimitMiB, Security: securityConfig{MaxConns: defaultMaxConns},
-		ClusterID: "keel",
+		ClusterID:   "keel",
+		DiskReserve: defaultDiskReserve, DiskBallast: defaultDiskBallast,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)

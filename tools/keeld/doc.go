@@ -19,6 +19,13 @@
 //	<data-dir>/sm     Keel state machine root (host.Config.RootDir):
 //	                  shard-<id>/replica-<id>/ holds the Pebble images
 //	<data-dir>/cluster-id  the --cluster-id the directory belongs to
+//	<data-dir>/ballast space held back for a full disk (--disk-ballast)
+//
+// When the filesystem's free space drops below --disk-reserve the replica
+// turns read-only (writes answer 507), deletes its ballast and hands
+// leadership to another member; it takes writes again by itself once the
+// space is back. A write that still finds no space ends the process with
+// one line and exit status 3. See diskguard.go.
 //
 // A restart on the same data directory restarts the bootstrapped replica;
 // --members and --join are then ignored, as Dragonboat keeps the membership
@@ -43,7 +50,8 @@
 // The key is the raw path after /kv/, URL-unescaped; routing is by hand
 // so keys are never cleaned. Errors are JSON {"error": "..."}: 400 for a
 // malformed request, 404, 405, 413 for a body or value over the limit, 409
-// when Dragonboat rejects a membership change or snapshot, and 503 (with
+// when Dragonboat rejects a membership change or snapshot, 507 for a write
+// while the disk is over its reserve, and 503 (with
 // Retry-After) whenever the shard cannot serve right now: no leader, not
 // ready, busy, or the request's 5 s deadline passed; 401 without the
 // token when one is configured.

@@ -25,4 +25,8 @@ var (
 	// errCrossShard is returned for a transaction whose keys live in more
 	// than one shard (400).
 	errCrossShard = errors.New("keys in more than one shard")
+	// errDiskFull is returned for a write refused because the data
+	// directory's free space is below --disk-reserve (507); nothing was
+	// written. Reads still work.
+	errDiskFull = errors.New("insufficient storage")
 )

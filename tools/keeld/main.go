@@ -16,11 +16,13 @@ import (
 	"syscall"
 	"time"
 
+	pebblevfs "github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/logcompact"
 	"github.com/keel-db/keel/storageplugin"
 	"github.com/lni/dragonboat/v4"
 	dbconfig "github.com/lni/dragonboat/v4/config"
+	lnivfs "github.com/lni/vfs"
 )
 
 // shutdownTimeout bounds how long in-flight HTTP requests may finish after
@@ -32,7 +34,10 @@ func main() {
 }
 
 // run is keeld's main, returning the exit status: 0 after a clean shutdown,
-// 2 for a bad command line, 1 when start-up or serving failed.
+// 2 for a bad command line, 1 when start-up or serving failed. The disk
+// guard ends the process itself with exitStorage (3) when storage fails
+// under the replica (diskguard.go), and Keel's Pebble with 70 on an
+// internal invariant.
 func run(args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -77,18 +82,31 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 
 	host.UseSlog(slog.New(demoteRoutine(logger.Handler())), cfg.LogLevel)
 	defer startPprof(logger)()
+	disk, err := newDiskGuard(cfg, logger, banner)
+	if err != nil {
+		return err
+	}
+	defer disk.close()
+	host.OnFatal(disk.onDragonboatFatal)
+	defer host.OnFatal(nil)
 	newFactory, err := factoryFunc(cfg, logger)
 	if err != nil {
 		return err
 	}
+	kc := host.Config{RootDir: cfg.SMDir(), Logger: logger, SnapshotStreamBytesPerSecond: cfg.SnapshotRateMiB << 20}
+	// Keel's Pebble runs on the guard's ENOSPC handler too, and a received
+	// snapshot must leave the reserve free.
+	kc.Engine.FS = pebblevfs.OnDiskFull(pebblevfs.Default, disk.onPebbleFull)
+	kc.SnapshotReserveBytes = disk.reserve
 	// The Host orders the lifetimes: shared resources, then the NodeHost;
 	// on the way out the NodeHost (and every state machine) closes first.
 	h, err := host.Open(host.Options{
 		NodeHostDir: cfg.RaftDir(),
 		RaftAddress: cfg.RaftAddr,
-		Keel:        host.Config{RootDir: cfg.SMDir(), Logger: logger, SnapshotStreamBytesPerSecond: cfg.SnapshotRateMiB << 20},
+		Keel:        kc,
 		Configure: func(nhc *dbconfig.NodeHostConfig) {
 			nhc.DeploymentID = host.DeploymentID(cfg.ClusterID)
+			nhc.Expert.FS = host.DiskFullFS(lnivfs.Default, disk)
 			cfg.Security.applyRaftTLS(nhc)
 		},
 		NewFactory: newFactory,
@@ -113,6 +131,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	if err := startReplicas(nh, factory, cfg, logger); err != nil {
 		return err
 	}
+	disk.attach(nh, cfg.ShardID, cfg.ReplicaID)
 	svc, err := startServices(nh, factory, cfg, logger)
 	if err != nil {
 		return err
@@ -120,6 +139,8 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	defer svc.stop()
 
 	srv := newServer(nh, factory, svc, cfg, logger)
+	srv.disk = disk
+	srv.metrics.reg.MustRegister(disk)
 	// Connection cap and TLS wrap the listener; the token check runs before
 	// any handler, so a refused request reads and changes nothing.
 	warnOpenAPI(cfg.Security, cfg.HTTPAddr, logger)

@@ -44,6 +44,9 @@ type server struct {
 	log     *slog.Logger
 	metrics *metrics
 	started time.Time
+	// disk refuses writes while the disk is over its reserve; nil in
+	// tests that build a server without one.
+	disk *diskGuard
 }
 
 func newServer(nh *dragonboat.NodeHost, f *host.Factory, svc *services, cfg config, logger *slog.Logger) *server {
@@ -130,6 +133,12 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := checkQuery(rt.name, r.Method, r.URL.RawQuery); err != nil {
 		s.fail(rec, err)
 		return
+	}
+	if writesDisk(rt.name, r.Method) {
+		if err := s.disk.refuse(); err != nil {
+			s.fail(rec, err)
+			return
+		}
 	}
 	h(rec, r)
 }
@@ -288,7 +297,7 @@ func (s *server) handleGet(w http.ResponseWriter, r *http.Request) {
 // fail writes err as a JSON error with the status it maps to.
 func (s *server) fail(w http.ResponseWriter, err error) {
 	code := statusFor(err)
-	if code >= 500 && code != http.StatusServiceUnavailable {
+	if code >= 500 && code != http.StatusServiceUnavailable && code != http.StatusInsufficientStorage {
 		s.log.Error("request failed", "err", err)
 	}
 	if code == http.StatusServiceUnavailable {
@@ -298,7 +307,13 @@ func (s *server) fail(w http.ResponseWriter, err error) {
 }
 
 // statusFor maps an error to an HTTP status. Anything that says "the shard
-// cannot serve this right now" is 503 so clients retry.
+// cannot serve this right now" is 503 so clients retry; errDiskFull is 507.
+// Every error Dragonboat exports has a deliberate class here (the test reads
+// Dragonboat's source to keep it so): 503 for the temporary ones, the
+// deadline ones (ErrTimeoutTooSmall, ErrInvalidDeadline: the request's time
+// ran out) and a replica that is closing, removed or not started; 500 for
+// those that mean a bug or a misconfigured host (ErrInvalidSession,
+// ErrDeadlineNotSet, ErrShardAlreadyExist, ...).
 func statusFor(err error) int {
 	switch {
 	case errors.Is(err, errBadRequest),
@@ -316,17 +331,18 @@ func statusFor(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, errTooLarge), errors.Is(err, dragonboat.ErrPayloadTooBig):
 		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, errDiskFull):
+		return http.StatusInsufficientStorage
 	case errors.Is(err, dragonboat.ErrRejected):
 		return http.StatusConflict
-	case errors.Is(err, dragonboat.ErrShardNotReady),
-		errors.Is(err, dragonboat.ErrTimeout),
-		errors.Is(err, dragonboat.ErrSystemBusy),
+	case dragonboat.IsTempError(err),
 		errors.Is(err, dragonboat.ErrShardNotInitialized),
-		errors.Is(err, dragonboat.ErrShardClosed),
 		errors.Is(err, dragonboat.ErrShardNotFound),
-		errors.Is(err, dragonboat.ErrClosed),
+		errors.Is(err, dragonboat.ErrReplicaRemoved),
+		errors.Is(err, dragonboat.ErrLogDBNotCreatedOrClosed),
 		errors.Is(err, dragonboat.ErrCanceled),
-		errors.Is(err, dragonboat.ErrAborted),
+		errors.Is(err, dragonboat.ErrTimeoutTooSmall),
+		errors.Is(err, dragonboat.ErrInvalidDeadline),
 		errors.Is(err, sm.ErrClosed),
 		errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, context.Canceled):

@@ -59,6 +59,12 @@ type statusResponse struct {
 	DataDir       string  `json:"data_dir"`
 	UptimeSeconds float64 `json:"uptime_seconds"`
 	Version       string  `json:"version"`
+
+	// DiskFull is true while writes are refused with 507 because the
+	// filesystem's free space is below --disk-reserve; Disk has the
+	// figures (diskguard.go).
+	DiskFull bool        `json:"disk_full"`
+	Disk     *diskStatus `json:"disk,omitempty"`
 }
 
 func (s *server) handleStatus(w http.ResponseWriter, r *http.Request) {
@@ -94,6 +100,11 @@ func (s *server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st.RaftLog = s.raftLogStatus(st.LogFirstIndex, st.LogLastIndex)
 	st.Snapshots = s.snapshotStatus()
 	st.DiskBytes = diskUsage(s.cfg.SMDir()) + st.RaftLog.DiskBytes
+	if s.disk != nil {
+		var ds diskStatus
+		st.DiskFull, ds = s.disk.status()
+		st.Disk = &ds
+	}
 	writeJSON(w, http.StatusOK, st)
 }
 
