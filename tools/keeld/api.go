@@ -79,13 +79,7 @@ func (s *server) handleScan(w http.ResponseWriter, r *http.Request) {
 	}
 	var res client.ScanResult
 	err = s.metrics.timeRead("scan", stale, func() error {
-		if stale {
-			res, err = s.client.StaleScan(sq)
-			return err
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
-		defer cancel()
-		res, err = s.client.Scan(ctx, sq)
+		res, err = s.scanShards(r, sq, stale, enc == "base64")
 		return err
 	})
 	if err != nil {
@@ -282,11 +276,21 @@ func (s *server) handleTxn(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	shard, err := s.txnShard(conds, ops)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	ls := s.route.local[shard]
+	if ls == nil {
+		s.forward(w, r, shard, body)
+		return
+	}
+	ctx, cancel := requestContext(r)
 	defer cancel()
 	var res client.TxnResult
 	err = s.metrics.timeProposal("txn", func() error {
-		res, err = s.client.Txn(ctx, conds, ops)
+		res, err = ls.client.Txn(ctx, conds, ops)
 		return err
 	})
 	if err != nil {

@@ -103,12 +103,10 @@ type diskGuard struct {
 	mu          sync.Mutex
 	ballastHeld bool
 
-	// nh, shardID and replicaID are set by attach before the monitor
-	// starts; lastTarget and lastTransfer belong to the monitor goroutine.
+	// nh is set by attach before the monitor starts; lastTarget (by
+	// shard) and lastTransfer belong to the monitor goroutine.
 	nh           *dragonboat.NodeHost
-	shardID      uint64
-	replicaID    uint64
-	lastTarget   uint64
+	lastTarget   map[uint64]uint64
 	lastTransfer time.Time
 	started      atomic.Bool
 
@@ -149,10 +147,10 @@ func newDiskGuard(cfg config, logger *slog.Logger, stderr io.Writer) (*diskGuard
 	return g, nil
 }
 
-// attach gives the guard the replica whose leadership it may move, and
-// starts the monitor.
-func (g *diskGuard) attach(nh *dragonboat.NodeHost, shardID, replicaID uint64) {
-	g.nh, g.shardID, g.replicaID = nh, shardID, replicaID
+// attach gives the guard the NodeHost whose leaderships it may move (every
+// shard this process leads), and starts the monitor.
+func (g *diskGuard) attach(nh *dragonboat.NodeHost) {
+	g.nh, g.lastTarget = nh, map[uint64]uint64{}
 	g.started.Store(true)
 	go g.run()
 }
@@ -269,8 +267,8 @@ func writeBallast(path string, size int64) error {
 	return err
 }
 
-// moveLeadership asks Dragonboat to hand leadership to another voting
-// member while this replica is read-only and leads.
+// moveLeadership asks Dragonboat to hand leadership of every shard this
+// process leads to another voting member while it is read-only.
 func (g *diskGuard) moveLeadership() {
 	if !g.full.Load() {
 		return
@@ -278,40 +276,37 @@ func (g *diskGuard) moveLeadership() {
 	if time.Since(g.lastTransfer) < leaderTransferEvery {
 		return
 	}
-	leader, _, ok, err := g.nh.GetLeaderID(g.shardID)
-	if err != nil || !ok || leader != g.replicaID {
-		return
-	}
-	target := g.nextTarget()
-	if target == 0 {
-		return // a single replica: nobody to hand over to
-	}
-	g.lastTransfer, g.lastTarget = time.Now(), target
-	if err := g.nh.RequestLeaderTransfer(g.shardID, target); err != nil {
-		g.log.Warn("disk guard: leader transfer request failed", "target", target, "err", err)
-		return
-	}
-	g.transfers.Add(1)
-	g.log.Warn("disk guard: disk over its reserve; transferring leadership", "target", target)
-}
-
-// nextTarget is the voting member after the last one tried, in ID
-// order, skipping this replica; 0 when there is none. Membership is the
-// local view, which suffices: a transfer to a stale member just fails.
-func (g *diskGuard) nextTarget() uint64 {
 	info := g.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true})
 	if info == nil {
-		return 0
+		return
 	}
-	var ids []uint64
+	g.lastTransfer = time.Now()
 	for _, si := range info.ShardInfoList {
-		if si.ShardID != g.shardID {
+		if !si.IsLeader {
 			continue
 		}
-		for id := range si.Replicas {
-			if id != g.replicaID {
-				ids = append(ids, id)
-			}
+		target := g.nextTarget(si.ShardID, si.ReplicaID, si.Replicas)
+		if target == 0 {
+			continue // a single replica: nobody to hand over to
+		}
+		g.lastTarget[si.ShardID] = target
+		if err := g.nh.RequestLeaderTransfer(si.ShardID, target); err != nil {
+			g.log.Warn("disk guard: leader transfer request failed", "shard", si.ShardID, "target", target, "err", err)
+			continue
+		}
+		g.transfers.Add(1)
+		g.log.Warn("disk guard: disk over its reserve; transferring leadership", "shard", si.ShardID, "target", target)
+	}
+}
+
+// nextTarget is the voting member of shard after the last one tried, in ID
+// order, skipping self; 0 when there is none. Membership is the local
+// view, which suffices: a transfer to a stale member just fails.
+func (g *diskGuard) nextTarget(shard, self uint64, replicas map[uint64]string) uint64 {
+	var ids []uint64
+	for id := range replicas {
+		if id != self {
+			ids = append(ids, id)
 		}
 	}
 	if len(ids) == 0 {
@@ -319,7 +314,7 @@ func (g *diskGuard) nextTarget() uint64 {
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
-		if id > g.lastTarget {
+		if id > g.lastTarget[shard] {
 			return id
 		}
 	}

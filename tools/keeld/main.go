@@ -131,7 +131,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	if err := startReplicas(nh, factory, cfg, logger); err != nil {
 		return err
 	}
-	disk.attach(nh, cfg.ShardID, cfg.ReplicaID)
+	disk.attach(nh)
 	svc, err := startServices(nh, factory, cfg, logger)
 	if err != nil {
 		return err

@@ -56,7 +56,9 @@ type localShard struct {
 // Invariants: n >= 1; local holds exactly the placed shards; m is nil in
 // --members mode, where local holds all n shards.
 type router struct {
-	n     uint64
+	n uint64
+	// only is the shard every key belongs to when n is 1 (--shard-id).
+	only  uint64
 	local map[uint64]*localShard
 	m     *shardMap
 	self  uint64
@@ -77,6 +79,9 @@ func newRouter(nh *dragonboat.NodeHost, cfg config) *router {
 	if cfg.Security.HTTPTLSCert != "" {
 		rt.scheme = "https"
 	}
+	if rt.n <= 1 {
+		rt.only = cfg.ShardID
+	}
 	for _, p := range cfg.Sharding.Placement {
 		c := client.NewClient(nh, p.ShardID)
 		ls := &localShard{id: p.ShardID, client: c, writes: c}
@@ -89,7 +94,24 @@ func newRouter(nh *dragonboat.NodeHost, cfg config) *router {
 }
 
 // shardOf is the shard key belongs to.
-func (rt *router) shardOf(key []byte) uint64 { return shardFor(key, rt.n) }
+func (rt *router) shardOf(key []byte) uint64 {
+	if rt.n <= 1 {
+		return rt.only
+	}
+	return shardFor(key, rt.n)
+}
+
+// shards lists every shard of the keyspace.
+func (rt *router) shards() []uint64 {
+	if rt.n <= 1 {
+		return []uint64{rt.only}
+	}
+	out := make([]uint64, rt.n)
+	for i := range out {
+		out[i] = uint64(i + 1)
+	}
+	return out
+}
 
 // remoteAddr is the HTTP address of a host of shard, for forwarding.
 func (rt *router) remoteAddr(shard uint64) (string, error) {

@@ -221,6 +221,10 @@ func (s *server) handlePut(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	ls := s.localFor(w, r, key)
+	if ls == nil {
+		return
+	}
 	val, err := readBody(w, r, maxBodyBytes)
 	if err == nil {
 		err = checkValue(val)
@@ -229,9 +233,9 @@ func (s *server) handlePut(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	ctx, cancel := requestContext(r)
 	defer cancel()
-	err = s.metrics.timeProposal("put", func() error { return s.writes.Put(ctx, key, val) })
+	err = s.metrics.timeProposal("put", func() error { return ls.writes.Put(ctx, key, val) })
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -245,9 +249,13 @@ func (s *server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	ls := s.localFor(w, r, key)
+	if ls == nil {
+		return
+	}
+	ctx, cancel := requestContext(r)
 	defer cancel()
-	err = s.metrics.timeProposal("delete", func() error { return s.writes.Delete(ctx, key) })
+	err = s.metrics.timeProposal("delete", func() error { return ls.writes.Delete(ctx, key) })
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -261,6 +269,10 @@ func (s *server) handleGet(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	ls := s.localFor(w, r, key)
+	if ls == nil {
+		return
+	}
 	stale, err := boolParam(r.URL.Query(), "stale")
 	if err != nil {
 		s.fail(w, err)
@@ -270,12 +282,12 @@ func (s *server) handleGet(w http.ResponseWriter, r *http.Request) {
 	var found bool
 	err = s.metrics.timeRead("get", stale, func() error {
 		if stale {
-			val, found, err = s.client.StaleGet(key)
+			val, found, err = ls.client.StaleGet(key)
 			return err
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+		ctx, cancel := requestContext(r)
 		defer cancel()
-		val, found, err = s.client.Get(ctx, key)
+		val, found, err = ls.client.Get(ctx, key)
 		return err
 	})
 	if err != nil {
@@ -292,6 +304,17 @@ func (s *server) handleGet(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(val)
 	}
+}
+
+// localFor returns the local shard key belongs to, or forwards the request
+// to a host of that shard and returns nil.
+func (s *server) localFor(w http.ResponseWriter, r *http.Request, key []byte) *localShard {
+	shard := s.route.shardOf(key)
+	if ls := s.route.local[shard]; ls != nil {
+		return ls
+	}
+	s.forward(w, r, shard, nil)
+	return nil
 }
 
 // fail writes err as a JSON error with the status it maps to.

@@ -65,6 +65,57 @@ type statusResponse struct {
 	// figures (diskguard.go).
 	DiskFull bool        `json:"disk_full"`
 	Disk     *diskStatus `json:"disk,omitempty"`
+
+	// ShardCount is the number of shards the keyspace is split into
+	// (--shards, or the shard map's); Shards lists every one this process
+	// hosts. The top-level fields above describe the first of them.
+	ShardCount uint64        `json:"shard_count"`
+	Shards     []shardStatus `json:"shards"`
+}
+
+// shardStatus is one hosted shard in /status, read locally (members are
+// this replica's view, which may lag).
+type shardStatus struct {
+	ShardID       uint64            `json:"shard_id"`
+	ReplicaID     uint64            `json:"replica_id"`
+	LeaderID      uint64            `json:"leader_id"`
+	IsLeader      bool              `json:"is_leader"`
+	AppliedIndex  uint64            `json:"applied_index"`
+	LogFirstIndex uint64            `json:"log_first_index"`
+	LogLastIndex  uint64            `json:"log_last_index"`
+	Members       map[string]string `json:"members"`
+	Keys          uint64            `json:"keys"`
+	Bytes         uint64            `json:"bytes"`
+}
+
+// shardStatuses describes every shard this process hosts, in shard order.
+func (s *server) shardStatuses() []shardStatus {
+	members := map[uint64]map[string]string{}
+	if info := s.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true}); info != nil {
+		for _, si := range info.ShardInfoList {
+			members[si.ShardID] = idMap(si.Replicas)
+		}
+	}
+	out := make([]shardStatus, 0, len(s.cfg.Sharding.Placement))
+	for _, p := range s.cfg.Sharding.Placement {
+		ss := shardStatus{ShardID: p.ShardID, ReplicaID: p.ReplicaID, Members: members[p.ShardID]}
+		if leader, _, ok, err := s.nh.GetLeaderID(p.ShardID); err == nil && ok {
+			ss.LeaderID, ss.IsLeader = leader, leader == p.ReplicaID
+		}
+		if m := s.factory.StateMachine(p.ShardID, p.ReplicaID); m != nil {
+			ss.AppliedIndex = m.AppliedIndex()
+		}
+		if lr, err := s.nh.GetLogReader(p.ShardID); err == nil {
+			ss.LogFirstIndex, ss.LogLastIndex = lr.GetRange()
+		}
+		if ls := s.route.local[p.ShardID]; ls != nil {
+			if es, err := ls.client.LocalStats(false); err == nil {
+				ss.Keys, ss.Bytes = es.Keys, es.Bytes
+			}
+		}
+		out = append(out, ss)
+	}
+	return out
 }
 
 func (s *server) handleStatus(w http.ResponseWriter, r *http.Request) {
@@ -105,6 +156,8 @@ func (s *server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		st.DiskFull, ds = s.disk.status()
 		st.Disk = &ds
 	}
+	st.ShardCount = s.route.n
+	st.Shards = s.shardStatuses()
 	writeJSON(w, http.StatusOK, st)
 }
 
