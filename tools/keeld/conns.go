@@ -151,14 +151,6 @@ func (l *connLimiter) ConnState(c net.Conn, st http.ConnState) {
 	}
 }
 
-// open reports how many connections the limiter holds (for tests and
-// metrics).
-func (l *connLimiter) open() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.conns)
-}
-
 // rejectResponse is the 503 a refused connection receives.
 var rejectResponse = func() []byte {
 	body := fmt.Sprintf(`{"error":%q}`+"\n", "server busy: every connection slot (--max-conns) is serving a request; retry")
