@@ -67,9 +67,9 @@
 // clients are bounded by the server's header, read and write timeouts,
 // 64 KiB of headers, and --max-conns open connections (default 1024). At
 // the cap a new connection takes the slot of the longest-idle keep-alive
-// connection, else of one silent for a second, else it is answered 503
-// with Retry-After and closed: idle or silent clients never lock new ones
-// out. See security.go and conns.go.
+// connection, else of one open a second without a complete request
+// header, else it is answered 503 with Retry-After and closed: idle or
+// silent clients never lock new ones out. See security.go and conns.go.
 //
 // # Profiling
 //
