@@ -218,8 +218,11 @@ func TestGetScanHash(t *testing.T) {
 	r = keelctl("scan", node(t, 1), "--prefix", "key/001", "--limit", "3")
 	golden(t, "scan_prefix.txt", r.stdout)
 	r = keelctl("scan", "--json", node(t, 1), "--start", "key/0100", "--end", "key/0103")
-	var pairs []struct{ Key, Value string }
-	if err := json.Unmarshal([]byte(r.stdout), &pairs); err != nil || len(pairs) != 3 || pairs[2].Key != "key/0102" {
+	var sc struct {
+		Pairs []struct{ Key, Value string }
+		More  bool
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &sc); err != nil || len(sc.Pairs) != 3 || sc.Pairs[2].Key != "key/0102" || sc.More {
 		t.Fatalf("scan json: %v %q", err, r.stdout)
 	}
 	var hashes []string

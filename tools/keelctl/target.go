@@ -45,7 +45,7 @@ func (g *globals) resolve(dir string) (target, error) {
 		return t, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	type rep struct{ shard, replica uint64 }
-	var found []rep
+	var found, all []rep
 	for _, m := range matches {
 		var r rep
 		if _, err := fmt.Sscanf(filepath.Base(filepath.Dir(m)), "shard-%d", &r.shard); err != nil {
@@ -54,15 +54,26 @@ func (g *globals) resolve(dir string) (target, error) {
 		if _, err := fmt.Sscanf(filepath.Base(m), "replica-%d", &r.replica); err != nil {
 			continue
 		}
+		all = append(all, r)
 		if (g.shardID == 0 || g.shardID == r.shard) && (g.replicaID == 0 || g.replicaID == r.replica) {
 			found = append(found, r)
 		}
 	}
-	sort.Slice(found, func(i, j int) bool {
-		return found[i].shard < found[j].shard || (found[i].shard == found[j].shard && found[i].replica < found[j].replica)
-	})
+	for _, rs := range [][]rep{found, all} {
+		sort.Slice(rs, func(i, j int) bool {
+			return rs[i].shard < rs[j].shard || (rs[i].shard == rs[j].shard && rs[i].replica < rs[j].replica)
+		})
+	}
 	switch len(found) {
 	case 0:
+		if len(all) > 0 {
+			// A --shard or --replica that matches none: name what is there.
+			var names []string
+			for _, r := range all {
+				names = append(names, fmt.Sprintf("shard %d replica %d", r.shard, r.replica))
+			}
+			return t, fmt.Errorf("%w: %s holds no replica matching %s; it holds %s", errUsage, t.smRoot, g.filterName(), strings.Join(names, ", "))
+		}
 		return t, fmt.Errorf("%w: no Keel replica under %s (expected %s)", errNotKeel,
 			t.smRoot, filepath.Join("shard-N", "replica-M"))
 	case 1:
@@ -76,6 +87,18 @@ func (g *globals) resolve(dir string) (target, error) {
 	t.shardID, t.replicaID = found[0].shard, found[0].replica
 	t.replicaDir = filepath.Join(t.smRoot, fmt.Sprintf("shard-%d", t.shardID), fmt.Sprintf("replica-%d", t.replicaID))
 	return t, nil
+}
+
+// filterName says which --shard/--replica were asked for.
+func (g *globals) filterName() string {
+	var parts []string
+	if g.shardID != 0 {
+		parts = append(parts, fmt.Sprintf("--shard %d", g.shardID))
+	}
+	if g.replicaID != 0 {
+		parts = append(parts, fmt.Sprintf("--replica %d", g.replicaID))
+	}
+	return strings.Join(parts, " ")
 }
 
 // openEngine opens the replica's live image read-only. Pebble takes its

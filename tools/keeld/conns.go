@@ -3,7 +3,7 @@ package main
 // The HTTP connection cap (--max-conns). A listener that makes extra
 // connections wait in the kernel's accept queue (netutil.LimitListener)
 // lets idle keep-alive clients, or clients that connect and never send a
-// byte, lock everybody else out until the idle timeout. connLimiter instead
+// byte, lock everybody else out until their timeouts. connLimiter instead
 // accepts every connection and keeps the count at the cap by choosing whom
 // to drop, so a new client always gets an answer at once:
 //
@@ -11,11 +11,12 @@ package main
 //  2. At the cap, the connection idle longest (keep-alive, between
 //     requests; http.StateIdle) is closed to make room. Clients must expect
 //     that of any idle connection; Go's and curl's retry on a fresh one.
-//  3. Else the oldest connection that has not sent a byte
-//     (http.StateNew) for firstByteGrace is closed.
-//  4. Else every slot is busy with a request in progress (or headers still
-//     arriving, which ReadHeaderTimeout bounds): the new connection gets
-//     a JSON 503 with Retry-After and is closed.
+//  3. Else the oldest connection that has been open firstByteGrace
+//     without finishing its first request header (http.StateNew: net/http
+//     reports StateActive only once a whole header is read, so this covers
+//     both silent clients and ones trickling a header) is closed.
+//  4. Else every slot is busy with a request in progress: the new
+//     connection gets a JSON 503 with Retry-After and is closed.
 //
 // The limiter learns each connection's state from http.Server.ConnState,
 // which net/http calls from the connection's own goroutine (StateNew from
@@ -31,10 +32,11 @@ import (
 	"time"
 )
 
-// firstByteGrace is how long a connection may stay silent before a new
-// connection at the cap may take its slot. A real client sends its request
-// (or TLS hello) within a round trip of connecting; the grace keeps a burst
-// of new clients from evicting each other before they have spoken.
+// firstByteGrace is how long a new connection may go without a complete
+// request header before a newer one at the cap may take its slot. A real
+// client sends its request (after any TLS handshake) within a few round
+// trips of connecting; the grace keeps a burst of new clients from
+// evicting each other before they have spoken.
 const firstByteGrace = time.Second
 
 // rejectWait bounds each step of refusing a connection (reading its
@@ -112,7 +114,8 @@ func (l *connLimiter) admit(c net.Conn) bool {
 }
 
 // victimLocked picks the connection to close for a new one: the longest
-// idle, else the longest silent past firstByteGrace, else none.
+// idle, else the oldest still without a request header past
+// firstByteGrace, else none.
 func (l *connLimiter) victimLocked(now time.Time) net.Conn {
 	var idle, silent net.Conn
 	var idleSince, silentSince time.Time
@@ -149,14 +152,6 @@ func (l *connLimiter) ConnState(c net.Conn, st http.ConnState) {
 	default:
 		l.conns[c] = connEntry{state: st, since: time.Now()}
 	}
-}
-
-// open reports how many connections the limiter holds (for tests and
-// metrics).
-func (l *connLimiter) open() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.conns)
 }
 
 // rejectResponse is the 503 a refused connection receives.

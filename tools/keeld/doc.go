@@ -44,11 +44,21 @@
 //	GET    /status              replica, leader, members, log range, stats
 //	GET    /metrics             Prometheus text format
 //	POST   /admin/snapshot      request a snapshot; {"index":n}
+//	POST   /admin/export        exported snapshot under --export-dir
 //	POST   /admin/members/{id}  addr=host:port in the query or body
-//	DELETE /admin/members/{id}
+//	DELETE /admin/members/{id}  404 unless id is a member
+//
+// Each endpoint takes only the query parameters it reads (params.go); an
+// unknown or repeated one, or a bad escape, is a 400. With encoding=base64
+// a scan's prefix, start and end are base64 like its answer; without it a
+// page holding bytes that are not UTF-8 is a 400 (a JSON string cannot
+// carry them). Txn bodies are strict JSON (jsonbody.go): no duplicate
+// names, valid UTF-8 only; "encoding":"base64" for binary keys.
 //
 // The key is the raw path after /kv/, URL-unescaped; routing is by hand
-// so keys are never cleaned. Errors are JSON {"error": "..."}: 400 for a
+// so keys are never cleaned. A path with a bad escape (/kv/bad%zz) never
+// reaches keeld: Go's request parser refuses it with a plain-text 400.
+// Every other error is JSON {"error": "..."}: 400 for a
 // malformed request, 404, 405, 413 for a body or value over the limit, 409
 // when Dragonboat rejects a membership change or snapshot, 507 for a write
 // while the disk is over its reserve, and 503 (with
@@ -68,9 +78,9 @@
 // clients are bounded by the server's header, read and write timeouts,
 // 64 KiB of headers, and --max-conns open connections (default 1024). At
 // the cap a new connection takes the slot of the longest-idle keep-alive
-// connection, else of one silent for a second, else it is answered 503
-// with Retry-After and closed: idle or silent clients never lock new ones
-// out. See security.go and conns.go.
+// connection, else of one open a second without a complete request
+// header, else it is answered 503 with Retry-After and closed: idle or
+// silent clients never lock new ones out. See security.go and conns.go.
 //
 // Between replicas: --cluster-id NAME (default "keel") is hashed into
 // Dragonboat's deployment ID (host.DeploymentID), recorded in

@@ -14,7 +14,8 @@ package main
 //	    nothing is read or changed. Compared in constant time.
 //	--max-conns                                   open HTTP connections; at
 //	    the cap the longest-idle connection is closed for a new one, else
-//	    a long-silent one, else the new one gets a 503 (conns.go).
+//	    one a second without a request header, else the new one gets a
+//	    503 (conns.go).
 
 import (
 	"crypto/sha256"
