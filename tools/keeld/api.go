@@ -281,7 +281,7 @@ func (s *server) handleTxn(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	ls := s.route.local[shard]
+	ls := s.route.hosted(shard)
 	if ls == nil {
 		s.forward(w, r, shard, body)
 		return
@@ -304,9 +304,11 @@ func (s *server) handleTxn(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// replicaIDFromPath parses /admin/members/{id}.
+// replicaIDFromPath parses the {id} of /admin/members/{id} and
+// /admin/shards/{shard}/members/{id}.
 func replicaIDFromPath(r *http.Request) (uint64, error) {
-	s := strings.TrimPrefix(r.URL.EscapedPath(), "/admin/members/")
+	p := r.URL.EscapedPath()
+	s := p[strings.LastIndex(p, "/members/")+len("/members/"):]
 	id, err := strconv.ParseUint(s, 10, 64)
 	if err != nil || id == 0 {
 		return 0, fmt.Errorf("%w: replica ID %q must be a number above 0", errBadRequest, s)
@@ -318,6 +320,10 @@ func (s *server) handleAddMember(w http.ResponseWriter, r *http.Request) {
 	id, err := replicaIDFromPath(r)
 	if err != nil {
 		s.fail(w, err)
+		return
+	}
+	shard, ok := s.adminShard(w, r)
+	if !ok {
 		return
 	}
 	// addr may come in the query or as a form body ("addr=host:port",
@@ -342,15 +348,15 @@ func (s *server) handleAddMember(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	if err := s.checkAdd(ctx, id, addr); err != nil {
+	if err := s.checkAdd(ctx, shard, id, addr); err != nil {
 		s.fail(w, fmt.Errorf("add replica %d at %s: %w", id, addr, err))
 		return
 	}
-	if err := s.nh.SyncRequestAddReplica(ctx, s.cfg.ShardID, id, addr, 0); err != nil {
+	if err := s.nh.SyncRequestAddReplica(ctx, shard, id, addr, 0); err != nil {
 		s.fail(w, fmt.Errorf("add replica %d at %s: %w", id, addr, err))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"added": id, "addr": addr})
+	writeJSON(w, http.StatusOK, map[string]any{"shard": shard, "added": id, "addr": addr})
 }
 
 func (s *server) handleDeleteMember(w http.ResponseWriter, r *http.Request) {
@@ -359,23 +365,44 @@ func (s *server) handleDeleteMember(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	shard, ok := s.adminShard(w, r)
+	if !ok {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	if err := s.checkDelete(ctx, id); err != nil {
+	if err := s.checkDelete(ctx, shard, id); err != nil {
 		s.fail(w, fmt.Errorf("delete replica %d: %w", id, err))
 		return
 	}
-	if err := s.nh.SyncRequestDeleteReplica(ctx, s.cfg.ShardID, id, 0); err != nil {
+	if err := s.nh.SyncRequestDeleteReplica(ctx, shard, id, 0); err != nil {
 		s.fail(w, fmt.Errorf("delete replica %d: %w", id, err))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"removed": id})
+	out := map[string]any{"shard": shard, "removed": id}
+	// This process's own replica: it is no longer a member, so its Raft
+	// data and its tablet go too, and the disk comes back.
+	if ls := s.route.hosted(shard); ls != nil && s.removeReplica != nil && id == s.replicaOf(shard) {
+		ls.removed.Store(true)
+		freed, err := s.removeReplica(ctx, shard, id)
+		if err != nil {
+			s.log.Warn("removed replica's data not deleted", "shard", shard, "replica", id, "err", err)
+			out["cleanup_error"] = err.Error()
+		} else {
+			out["freed_bytes"] = freed
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
+	shard, ok := s.adminShard(w, r)
+	if !ok {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	idx, err := s.nh.SyncRequestSnapshot(ctx, s.cfg.ShardID, dragonboat.DefaultSnapshotOption)
+	idx, err := s.nh.SyncRequestSnapshot(ctx, shard, dragonboat.DefaultSnapshotOption)
 	if errors.Is(err, dragonboat.ErrRejected) {
 		s.fail(w, fmt.Errorf("snapshot: %w: nothing was applied since the last snapshot", err))
 		return
@@ -384,7 +411,7 @@ func (s *server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, fmt.Errorf("snapshot: %w", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"index": idx})
+	writeJSON(w, http.StatusOK, map[string]any{"shard": shard, "index": idx})
 }
 
 // exportTimeout bounds POST /admin/export: the image is written whole
@@ -397,12 +424,16 @@ const exportTimeout = 30 * time.Minute
 // restore it with keelctl import). The directory comes from the command
 // line, never from the request, so the API cannot write elsewhere.
 func (s *server) handleExport(w http.ResponseWriter, r *http.Request) {
+	shard, ok := s.adminShard(w, r)
+	if !ok {
+		return
+	}
 	// The server's write deadline suits ordinary requests; an export of a
 	// large state outlives it.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(exportTimeout + time.Minute))
 	ctx, cancel := context.WithTimeout(r.Context(), exportTimeout)
 	defer cancel()
-	idx, path, err := host.Export(ctx, s.nh, s.cfg.ShardID, s.cfg.ExportDir)
+	idx, path, err := host.Export(ctx, s.nh, shard, s.cfg.ExportDir)
 	if errors.Is(err, dragonboat.ErrRejected) {
 		s.fail(w, fmt.Errorf("export: %w: nothing was applied since the last snapshot or export, so there is nothing new to export", err))
 		return
@@ -411,5 +442,38 @@ func (s *server) handleExport(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, fmt.Errorf("export: %w", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"index": idx, "path": path})
+	writeJSON(w, http.StatusOK, map[string]any{"shard": shard, "index": idx, "path": path})
+}
+
+// adminShard is the shard an admin request is for: {shard} in
+// /admin/shards/{shard}/..., else the first shard this process hosts
+// (cfg.ShardID: the single-shard endpoints). A shard hosted elsewhere is
+// forwarded, and ok is false.
+func (s *server) adminShard(w http.ResponseWriter, r *http.Request) (uint64, bool) {
+	p := r.URL.EscapedPath()
+	if !strings.HasPrefix(p, "/admin/shards/") {
+		return s.cfg.ShardID, true
+	}
+	rest := strings.TrimPrefix(p, "/admin/shards/")
+	idStr, _, _ := strings.Cut(rest, "/")
+	shard, err := strconv.ParseUint(idStr, 10, 64)
+	if err != nil || shard == 0 || shard > s.route.n && s.route.n > 1 {
+		s.fail(w, fmt.Errorf("%w: shard %q: shards are numbered 1 to %d", errNotFound, idStr, max(s.route.n, s.cfg.ShardID)))
+		return 0, false
+	}
+	if s.route.hosted(shard) == nil {
+		s.forward(w, r, shard, nil)
+		return 0, false
+	}
+	return shard, true
+}
+
+// replicaOf is this process's replica ID in shard (0 if none).
+func (s *server) replicaOf(shard uint64) uint64 {
+	for _, p := range s.cfg.Sharding.Placement {
+		if p.ShardID == shard {
+			return p.ReplicaID
+		}
+	}
+	return 0
 }

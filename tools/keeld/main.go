@@ -140,6 +140,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 
 	srv := newServer(nh, factory, svc, cfg, logger)
 	srv.disk = disk
+	srv.removeReplica = h.RemoveReplica
 	srv.metrics.reg.MustRegister(disk)
 	// Connection cap and TLS wrap the listener; the token check runs before
 	// any handler, so a refused request reads and changes nothing.

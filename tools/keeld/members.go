@@ -18,8 +18,8 @@ import (
 // checkAdd refuses adding replica id at addr when id is already a member,
 // was removed, or addr is another member's address. The errors wrap
 // dragonboat.ErrRejected (409), as Dragonboat would have rejected them.
-func (s *server) checkAdd(ctx context.Context, id uint64, addr string) error {
-	m, err := s.nh.SyncGetShardMembership(ctx, s.cfg.ShardID)
+func (s *server) checkAdd(ctx context.Context, shard, id uint64, addr string) error {
+	m, err := s.nh.SyncGetShardMembership(ctx, shard)
 	if err != nil {
 		return fmt.Errorf("read membership: %w", err)
 	}
@@ -42,8 +42,8 @@ func (s *server) checkAdd(ctx context.Context, id uint64, addr string) error {
 }
 
 // checkDelete refuses (404) removing an ID that is not a member.
-func (s *server) checkDelete(ctx context.Context, id uint64) error {
-	m, err := s.nh.SyncGetShardMembership(ctx, s.cfg.ShardID)
+func (s *server) checkDelete(ctx context.Context, shard, id uint64) error {
+	m, err := s.nh.SyncGetShardMembership(ctx, shard)
 	if err != nil {
 		return fmt.Errorf("read membership: %w", err)
 	}
@@ -57,5 +57,5 @@ func (s *server) checkDelete(ctx context.Context, id uint64) error {
 		ids = append(ids, i)
 	}
 	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
-	return fmt.Errorf("%w: replica %d is not a member of shard %d (voting members: %v)", errNotFound, id, s.cfg.ShardID, ids)
+	return fmt.Errorf("%w: replica %d is not a member of shard %d (voting members: %v)", errNotFound, id, shard, ids)
 }

@@ -24,6 +24,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/keel-db/keel/client"
@@ -49,6 +50,17 @@ type localShard struct {
 	// writes carries PUT and DELETE /kv: a client.Batcher (group commit)
 	// or, with --write-batch 1, the client itself.
 	writes keyWriter
+	// removed is set once this process's replica of the shard was removed
+	// and its data deleted; requests for it are then forwarded.
+	removed atomic.Bool
+}
+
+// hosted returns the shard if this process serves it.
+func (rt *router) hosted(shard uint64) *localShard {
+	if ls := rt.local[shard]; ls != nil && !ls.removed.Load() {
+		return ls
+	}
+	return nil
 }
 
 // router knows the shard of every key and where each shard runs.

@@ -25,14 +25,14 @@ import (
 func (s *server) scanShards(r *http.Request, sq client.ScanQuery, stale, b64 bool) (client.ScanResult, error) {
 	if v := r.Header.Get(shardHeader); v != "" {
 		id, err := strconv.ParseUint(v, 10, 64)
-		if err != nil || s.route.local[id] == nil {
+		if err != nil || s.route.hosted(id) == nil {
 			return client.ScanResult{}, fmt.Errorf("%w: %s %q is not a shard hosted here", errUnavailable, shardHeader, v)
 		}
-		return s.scanLocal(r, s.route.local[id], sq, stale)
+		return s.scanLocal(r, s.route.hosted(id), sq, stale)
 	}
 	shards := s.route.shards()
 	if len(shards) == 1 {
-		if ls := s.route.local[shards[0]]; ls != nil {
+		if ls := s.route.hosted(shards[0]); ls != nil {
 			return s.scanLocal(r, ls, sq, stale)
 		}
 	}
@@ -45,7 +45,7 @@ func (s *server) scanShards(r *http.Request, sq client.ScanQuery, stale, b64 boo
 	for _, id := range shards {
 		var page client.ScanResult
 		var err error
-		if ls := s.route.local[id]; ls != nil {
+		if ls := s.route.hosted(id); ls != nil {
 			page, err = s.scanLocal(r, ls, sq, stale)
 		} else {
 			page, err = s.scanRemote(r, id, b64)

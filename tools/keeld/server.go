@@ -37,13 +37,16 @@ type server struct {
 	writes keyWriter
 	// route finds each key's shard and how to reach it; the client and
 	// writes above are its first placed shard's.
-	route   *router
-	factory *host.Factory
-	svc     *services
-	cfg     config
-	log     *slog.Logger
-	metrics *metrics
-	started time.Time
+	route *router
+	// removeReplica deletes a removed replica's Raft data and tablet
+	// (host.Host.RemoveReplica); nil in tests that build a bare server.
+	removeReplica func(ctx context.Context, shardID, replicaID uint64) (int64, error)
+	factory       *host.Factory
+	svc           *services
+	cfg           config
+	log           *slog.Logger
+	metrics       *metrics
+	started       time.Time
 	// disk refuses writes while the disk is over its reserve; nil in
 	// tests that build a server without one.
 	disk *diskGuard
@@ -101,6 +104,8 @@ func (s *server) match(path string) route {
 		return route{"admin_snapshot", map[string]http.HandlerFunc{http.MethodPost: s.handleSnapshot}}
 	case path == "/admin/export":
 		return route{"admin_export", map[string]http.HandlerFunc{http.MethodPost: s.handleExport}}
+	case strings.HasPrefix(path, "/admin/shards/"):
+		return s.matchShardAdmin(path)
 	case strings.HasPrefix(path, "/admin/members/"):
 		return route{"admin_members", map[string]http.HandlerFunc{
 			http.MethodPost: s.handleAddMember, http.MethodDelete: s.handleDeleteMember,
@@ -141,6 +146,25 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h(rec, r)
+}
+
+// matchShardAdmin routes /admin/shards/{id}/snapshot, .../export and
+// .../members/{replica} to the same handlers as the single-shard admin
+// endpoints; the handlers read the shard from the path (adminShard).
+func (s *server) matchShardAdmin(path string) route {
+	rest := strings.TrimPrefix(path, "/admin/shards/")
+	_, sub, _ := strings.Cut(rest, "/")
+	switch {
+	case sub == "snapshot":
+		return route{"admin_snapshot", map[string]http.HandlerFunc{http.MethodPost: s.handleSnapshot}}
+	case sub == "export":
+		return route{"admin_export", map[string]http.HandlerFunc{http.MethodPost: s.handleExport}}
+	case strings.HasPrefix(sub, "members/"):
+		return route{"admin_members", map[string]http.HandlerFunc{
+			http.MethodPost: s.handleAddMember, http.MethodDelete: s.handleDeleteMember,
+		}}
+	}
+	return route{name: "unknown"}
 }
 
 // statusRecorder remembers the status code for the request counter.
@@ -310,7 +334,7 @@ func (s *server) handleGet(w http.ResponseWriter, r *http.Request) {
 // to a host of that shard and returns nil.
 func (s *server) localFor(w http.ResponseWriter, r *http.Request, key []byte) *localShard {
 	shard := s.route.shardOf(key)
-	if ls := s.route.local[shard]; ls != nil {
+	if ls := s.route.hosted(shard); ls != nil {
 		return ls
 	}
 	s.forward(w, r, shard, nil)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -206,4 +208,61 @@ func TestShardedCluster(t *testing.T) {
 	if v := mustDo(t, http.StatusOK, "GET", nodes[0].url("/kv/user:%7B42%7D:email"), nil); string(v) != "2" {
 		t.Fatalf("hash-tag txn's second key = %q", v)
 	}
+}
+
+// TestRemoveOwnReplicaFreesTablet: deleting a process's own replica of a
+// shard removes it from the shard, deletes its Raft data and its tablet
+// (the disk comes back), and leaves the process's other shards and the
+// shard's other replicas serving.
+func TestRemoveOwnReplicaFreesTablet(t *testing.T) {
+	nodes := startClusterWith(t, "--shards", "2")
+	for _, n := range nodes {
+		waitShardsReady(t, n, 2)
+	}
+	// A key of each shard.
+	var k1, k2 string
+	for i := 0; k1 == "" || k2 == ""; i++ {
+		k := fmt.Sprint("k", i)
+		if shardFor([]byte(k), 2) == 1 && k1 == "" {
+			k1 = k
+		}
+		if shardFor([]byte(k), 2) == 2 && k2 == "" {
+			k2 = k
+		}
+	}
+	for _, k := range []string{k1, k2} {
+		if err := putRetry(nodes[0], k, strings.Repeat("v", 4096)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tablet := filepath.Join(nodes[2].dataDir, "sm", "shard-2", "replica-3")
+	if _, err := os.Stat(tablet); err != nil {
+		t.Fatalf("tablet before removal: %v", err)
+	}
+	var out struct {
+		Removed    uint64 `json:"removed"`
+		FreedBytes int64  `json:"freed_bytes"`
+	}
+	decode(t, mustDo(t, http.StatusOK, "DELETE", nodes[2].url("/admin/shards/2/members/3"), nil), &out)
+	if out.Removed != 3 || out.FreedBytes <= 0 {
+		t.Fatalf("removal answered %+v, want replica 3 removed and bytes freed", out)
+	}
+	if _, err := os.Stat(tablet); !os.IsNotExist(err) {
+		t.Fatalf("tablet still there after removal: %v", err)
+	}
+	// Shard 2 goes on with two replicas; replica 3's process still serves
+	// shard 1 and no longer serves shard 2.
+	if err := putRetry(nodes[0], k2, "after"); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustDo(t, http.StatusOK, "GET", nodes[1].url("/kv/"+k2), nil); string(got) != "after" {
+		t.Fatalf("shard 2 after the removal: %q", got)
+	}
+	if got := mustDo(t, http.StatusOK, "GET", nodes[2].url("/kv/"+k1), nil); len(got) != 4096 {
+		t.Fatalf("shard 1 on the process that lost shard 2: %d bytes", len(got))
+	}
+	if code, _ := do(t, "GET", nodes[2].url("/kv/"+k2), nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("shard 2 on the process that left it: %d, want 503", code)
+	}
+	t.Logf("removing replica 3 of shard 2 freed %d bytes", out.FreedBytes)
 }
