@@ -1,6 +1,6 @@
-// Command keeld is Keel's reference host database: one process serving one
-// replica of one Keel shard (a Dragonboat NodeHost with Keel's on-disk state
-// machine) over a small HTTP API.
+// Command keeld is Keel's reference host database: one process (a
+// Dragonboat NodeHost with Keel's on-disk state machine) serving replicas
+// of one or many Keel shards over a small HTTP API.
 //
 // # Running
 //
@@ -11,6 +11,18 @@
 // running shard with --join after POST /admin/members/{id} on a member.
 // Flags are parsed by config.go; a bad command line exits with status 2 and
 // a one-line error. SIGINT and SIGTERM shut down gracefully and exit 0.
+//
+// # Shards
+//
+// --shards N splits the keyspace into N shards (IDs 1..N); with --members
+// every process hosts a replica of each. --shard-map FILE places shards on
+// processes instead. The key-to-shard rule is part of the data format:
+// key k belongs to shard 1 + FNV-1a-64(hashPart(k)) mod N, where
+// hashPart(k) is the bytes between the first '{' and the first '}' after
+// it when that section is non-empty (Redis Cluster's hash-tag rule), and
+// the whole key otherwise; shardmap.go has the rule and the map's format,
+// placement.go which replicas a process runs, router.go how a request
+// reaches its shard (forwarding included) and scan.go how scans merge.
 //
 // # On disk
 //
