@@ -20,8 +20,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -125,20 +127,25 @@ func (rt *router) shards() []uint64 {
 	return out
 }
 
-// remoteAddr is the HTTP address of a host of shard, for forwarding.
-func (rt *router) remoteAddr(shard uint64) (string, error) {
+// remoteAddrs are the HTTP addresses of the other hosts of shard, in the
+// map's order, for forwarding: the first that answers is used.
+func (rt *router) remoteAddrs(shard uint64) ([]string, error) {
 	if rt.m == nil || shard == 0 || shard > uint64(len(rt.m.Shards)) {
-		return "", fmt.Errorf("%w: shard %d is not hosted here and no shard map says where it is", errUnavailable, shard)
+		return nil, fmt.Errorf("%w: shard %d is not hosted here and no shard map says where it is", errUnavailable, shard)
 	}
+	var out []string
 	for _, id := range rt.m.Shards[shard-1].Hosts {
 		if id == rt.self {
 			continue
 		}
 		if h, ok := rt.m.hostByID(id); ok {
-			return h.HTTPAddr, nil
+			out = append(out, h.HTTPAddr)
 		}
 	}
-	return "", fmt.Errorf("%w: shard %d has no other host", errUnavailable, shard)
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: shard %d has no other host", errUnavailable, shard)
+	}
+	return out, nil
 }
 
 // requestContext is the deadline a request runs under: requestTimeout, or
@@ -176,47 +183,58 @@ func (s *server) forwardRequest(r *http.Request, shard uint64, body []byte, only
 	if hops >= maxHops {
 		return nil, fmt.Errorf("%w: shard %d: request already forwarded %d times", errLoop, shard, hops)
 	}
-	addr, err := s.route.remoteAddr(shard)
+	addrs, err := s.route.remoteAddrs(shard)
 	if err != nil {
 		return nil, err
 	}
+	if body == nil && r.Body != nil && r.Body != http.NoBody {
+		// Read once so the request can go to another host when the first
+		// one cannot be reached.
+		if body, err = io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1)); err != nil {
+			return nil, fmt.Errorf("%w: reading body: %v", errBadRequest, err)
+		}
+		if len(body) > maxBodyBytes {
+			return nil, fmt.Errorf("%w: body is over the %d byte limit", errTooLarge, maxBodyBytes)
+		}
+	}
 	ctx, cancel := requestContext(r)
-	var rd io.Reader = r.Body
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	url := s.route.scheme + "://" + addr + r.URL.RequestURI()
-	req, err := http.NewRequestWithContext(ctx, r.Method, url, rd)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("%w: forward to %s: %v", errUnavailable, addr, err)
-	}
-	if body != nil {
+	var lastErr error
+	for _, addr := range addrs {
+		req, err := http.NewRequestWithContext(ctx, r.Method, s.route.scheme+"://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("%w: forward to %s: %v", errUnavailable, addr, err)
+		}
 		req.ContentLength = int64(len(body))
-	} else {
-		req.ContentLength = r.ContentLength
+		for _, h := range []string{"Authorization", "Content-Type"} {
+			if v := r.Header.Get(h); v != "" {
+				req.Header.Set(h, v)
+			}
+		}
+		req.Header.Set(hopsHeader, strconv.Itoa(hops+1))
+		if dl, ok := ctx.Deadline(); ok {
+			req.Header.Set(timeoutHeader, strconv.FormatInt(max(1, time.Until(dl).Milliseconds()), 10))
+		}
+		if onlyShard != "" {
+			req.Header.Set(shardHeader, onlyShard)
+		}
+		resp, err := s.route.hc.Do(req)
+		if err == nil {
+			resp.Body = cancelOnClose{resp.Body, cancel}
+			s.metrics.forwarded.Inc()
+			return resp, nil
+		}
+		lastErr = err
+		// Only a host that could not be reached at all is skipped: a
+		// request that got there may have been applied, and is not sent
+		// twice.
+		var op *net.OpError
+		if !errors.As(err, &op) || op.Op != "dial" {
+			break
+		}
 	}
-	if a := r.Header.Get("Authorization"); a != "" {
-		req.Header.Set("Authorization", a)
-	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		req.Header.Set("Content-Type", ct)
-	}
-	req.Header.Set(hopsHeader, strconv.Itoa(hops+1))
-	if dl, ok := ctx.Deadline(); ok {
-		req.Header.Set(timeoutHeader, strconv.FormatInt(max(1, time.Until(dl).Milliseconds()), 10))
-	}
-	if onlyShard != "" {
-		req.Header.Set(shardHeader, onlyShard)
-	}
-	resp, err := s.route.hc.Do(req)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("%w: forward shard %d to %s: %v", errUnavailable, shard, addr, err)
-	}
-	resp.Body = cancelOnClose{resp.Body, cancel}
-	s.metrics.forwarded.Inc()
-	return resp, nil
+	cancel()
+	return nil, fmt.Errorf("%w: forward shard %d: %v", errUnavailable, shard, lastErr)
 }
 
 // cancelOnClose releases a forwarded request's context with its body.
