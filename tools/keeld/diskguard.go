@@ -282,7 +282,7 @@ func (g *diskGuard) moveLeadership() {
 	}
 	g.lastTransfer = time.Now()
 	for _, si := range info.ShardInfoList {
-		if !si.IsLeader {
+		if leader, _, ok, err := g.nh.GetLeaderID(si.ShardID); err != nil || !ok || leader != si.ReplicaID {
 			continue
 		}
 		target := g.nextTarget(si.ShardID, si.ReplicaID, si.Replicas)
