@@ -42,9 +42,12 @@ func LogDBConfig() config.LogDBConfig {
 //     logcompact.Compactor for the replica calls logcompact.Configure on
 //     this config, which turns them off so the Compactor issues (and
 //     measures) each reclamation itself.
-//   - Quiesce: an idle shard stops heartbeating and ticking its election
-//     timer, so a host with many idle shards costs close to nothing; any
-//     proposal, read or message wakes it.
+//   - Quiesce stays off. A host running many mostly idle shards turns it on
+//     (sc.Quiesce = true; keeld does with --shards > 1 or a shard map): an
+//     idle shard then stops heartbeating and ticking, so a thousand idle
+//     shards cost close to nothing. The price: a quiesced leader sends
+//     nothing, so a replica joining (or far behind) an idle shard waits
+//     for the shard's next write or read to wake it.
 func ShardConfig(shardID, replicaID uint64) config.Config {
 	return config.Config{
 		ShardID:                 shardID,
@@ -54,7 +57,6 @@ func ShardConfig(shardID, replicaID uint64) config.Config {
 		CheckQuorum:             true,
 		PreVote:                 true,
 		CompactionOverhead:      logcompact.DefaultKeepEntries,
-		Quiesce:                 true,
 		SnapshotCompressionType: config.Snappy,
 	}
 }
