@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	_ "unsafe" // go:linkname, see dragonboatTCP
@@ -38,7 +39,11 @@ import (
 //     chunks and never travels in a batch), and, once Attach was called,
 //     each message for a shard this NodeHost does not host (Dragonboat
 //     would ignore it after registering its sender's address, which would
-//     let a stray peer claim replica IDs ahead of a membership change);
+//     let a stray peer claim replica IDs ahead of a membership change),
+//     and each message from a replica ID this NodeHost's view of the
+//     shard's membership does not hold (a stranger claiming an ID not yet
+//     added, whose registered address would make the later AddReplica of
+//     that ID panic on every replica; or a removed replica);
 //  4. passes the rest to Dragonboat and recovers the registry's
 //     "inconsistent target" panic: the registry checks every message
 //     before any reaches a Raft node, so the whole batch is dropped
@@ -80,7 +85,19 @@ type PeerGuard struct {
 	dropped [numDropReasons]atomic.Uint64
 	// warn rate-limits the warning per reason (each guards itself).
 	warn [numDropReasons]rate.Sometimes
+
+	// membersMu guards members and membersAt: per hosted shard, the
+	// replica IDs this NodeHost's view of the membership holds, read from
+	// GetNodeHostInfo at most every membersRefresh.
+	membersMu sync.Mutex
+	members   map[uint64]map[uint64]bool
+	membersAt time.Time
 }
+
+// membersRefresh bounds how often the guard rereads the membership when a
+// message comes from a replica ID it does not know: a member added a
+// moment ago is accepted as soon as this NodeHost applied the change.
+const membersRefresh = 100 * time.Millisecond
 
 // dropReason classifies a dropped message.
 type dropReason int
@@ -90,6 +107,7 @@ const (
 	dropClusterID
 	dropMalformed
 	dropForeignShard
+	dropNonMember
 	numDropReasons
 )
 
@@ -101,6 +119,7 @@ var dropWhat = [numDropReasons]string{
 	dropClusterID:       "another cluster (deployment ID)",
 	dropMalformed:       "malformed",
 	dropForeignShard:    "a shard this node host does not host",
+	dropNonMember:       "a replica ID that is not a member of its shard",
 }
 
 // PeerGuardStats counts the messages a PeerGuard dropped, by reason.
@@ -116,6 +135,11 @@ type PeerGuardStats struct {
 	// ForeignShard: the message was for a shard this NodeHost does not
 	// host (counted only after Attach).
 	ForeignShard uint64
+	// NonMember: the sender's replica ID is not in this NodeHost's view of
+	// the shard's membership (a stranger claiming an ID not yet added, or a
+	// removed replica). A shard whose membership this NodeHost does not
+	// know yet (a joiner) accepts every sender.
+	NonMember uint64
 }
 
 var _ config.TransportFactory = (*PeerGuard)(nil)
@@ -148,6 +172,7 @@ func (g *PeerGuard) Stats() PeerGuardStats {
 		ClusterID:       g.dropped[dropClusterID].Load(),
 		Malformed:       g.dropped[dropMalformed].Load(),
 		ForeignShard:    g.dropped[dropForeignShard].Load(),
+		NonMember:       g.dropped[dropNonMember].Load(),
 	}
 }
 
@@ -195,6 +220,8 @@ func (g *PeerGuard) handle(next raftio.MessageHandler, b pb.MessageBatch) {
 			g.drop(dropMalformed, 1, "%s for replica %d of shard %d from %s", m.Type, m.To, m.ShardID, b.SourceAddress)
 		case !g.hosts(m.ShardID):
 			g.drop(dropForeignShard, 1, "%s for shard %d from %s", m.Type, m.ShardID, b.SourceAddress)
+		case !g.isMember(m.ShardID, m.From):
+			g.drop(dropNonMember, 1, "%s for shard %d from replica %d at %s", m.Type, m.ShardID, m.From, b.SourceAddress)
 		default:
 			kept = append(kept, m)
 		}
@@ -226,6 +253,46 @@ func (g *PeerGuard) hosts(shardID uint64) bool {
 	}
 	_, _, _, err := nh.GetLeaderID(shardID)
 	return !errors.Is(err, dragonboat.ErrShardNotFound)
+}
+
+// isMember reports whether from is in this NodeHost's view of shard's
+// membership. Registering a stranger's address for a replica ID that is
+// not a member yet would make the later AddReplica of that ID, at its real
+// address, panic on every replica. True before Attach, and for a shard
+// whose membership is not known here yet (a replica still joining).
+func (g *PeerGuard) isMember(shard, from uint64) bool {
+	nh := g.nh.Load()
+	if nh == nil {
+		return true
+	}
+	g.membersMu.Lock()
+	defer g.membersMu.Unlock()
+	known, ok := g.members[shard]
+	if ok && known[from] {
+		return true
+	}
+	if time.Since(g.membersAt) >= membersRefresh {
+		g.refreshMembersLocked(nh)
+		known, ok = g.members[shard]
+	}
+	return !ok || len(known) == 0 || known[from]
+}
+
+func (g *PeerGuard) refreshMembersLocked(nh *dragonboat.NodeHost) {
+	g.membersAt = time.Now()
+	info := nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true})
+	if info == nil {
+		return
+	}
+	m := make(map[uint64]map[uint64]bool, len(info.ShardInfoList))
+	for _, si := range info.ShardInfoList {
+		ids := make(map[uint64]bool, len(si.Replicas))
+		for id := range si.Replicas {
+			ids[id] = true
+		}
+		m[si.ShardID] = ids
+	}
+	g.members = m
 }
 
 // drop counts n dropped messages and warns, rate-limited.

@@ -15,7 +15,7 @@ var (
 	descPeerMismatch = prometheus.NewDesc("keel_raft_peer_address_mismatch_total",
 		"Raft messages dropped because the sender claimed a member's replica ID from an address other than that member's.", nil, nil)
 	descPeerDropped = prometheus.NewDesc("keel_raft_peer_dropped_total",
-		"Raft messages dropped by the transport guard, by reason: address_mismatch, cluster_id (another --cluster-id), malformed, foreign_shard (a shard this process does not host).", []string{"reason"}, nil)
+		"Raft messages dropped by the transport guard, by reason: address_mismatch, cluster_id (another --cluster-id), malformed, foreign_shard (a shard this process does not host), non_member (a replica ID not in the shard's membership).", []string{"reason"}, nil)
 )
 
 func (peerCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -29,7 +29,7 @@ func (c peerCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range []struct {
 		reason string
 		n      uint64
-	}{{"address_mismatch", st.AddressMismatch}, {"cluster_id", st.ClusterID}, {"malformed", st.Malformed}, {"foreign_shard", st.ForeignShard}} {
+	}{{"address_mismatch", st.AddressMismatch}, {"cluster_id", st.ClusterID}, {"malformed", st.Malformed}, {"foreign_shard", st.ForeignShard}, {"non_member", st.NonMember}} {
 		ch <- prometheus.MustNewConstMetric(descPeerDropped, prometheus.CounterValue, float64(r.n), r.reason)
 	}
 }

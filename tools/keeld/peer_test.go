@@ -54,9 +54,17 @@ func TestStrayRaftPeers(t *testing.T) {
 		{"impersonator", []string{"--replica-id", "1"}, "keel_raft_peer_address_mismatch_total"},
 		{"other-cluster", []string{"--replica-id", "1", "--cluster-id", "other"}, `keel_raft_peer_dropped_total{reason="cluster_id"}`},
 		{"other-shard", []string{"--replica-id", "1", "--shard-id", "2"}, `keel_raft_peer_dropped_total{reason="foreign_shard"}`},
+		// A stranger claiming a replica ID not yet added: had its address
+		// been registered, the later AddReplica of ID 4 at its real address
+		// would panic on every replica (checked below).
+		{"future-id", []string{"--replica-id", "4"}, `keel_raft_peer_dropped_total{reason="non_member"}`},
 	} {
 		stray := newNode(t, s.name, filepath.Join(dir, s.name))
-		members := host.FormatMembers(map[uint64]string{1: stray.raftAddr, 2: nodes[1].raftAddr, 3: nodes[2].raftAddr})
+		m := map[uint64]string{1: stray.raftAddr, 2: nodes[1].raftAddr, 3: nodes[2].raftAddr}
+		if s.name == "future-id" {
+			m = map[uint64]string{1: nodes[0].raftAddr, 2: nodes[1].raftAddr, 3: nodes[2].raftAddr, 4: stray.raftAddr}
+		}
+		members := host.FormatMembers(m)
 		stray.extra = append(s.flags, "--members", members)
 		stray.start()
 		for _, n := range nodes[1:] {
@@ -88,6 +96,14 @@ func TestStrayRaftPeers(t *testing.T) {
 		if got := mustDo(t, http.StatusOK, "GET", nodes[(i+1)%3].url(key), nil); string(got) != "v" {
 			t.Fatalf("%s = %q", key, got)
 		}
+	}
+	// Replica ID 4 joins for real, at another address than the stranger
+	// claimed, and catches up.
+	joiner := newNode(t, "replica-4", filepath.Join(dir, "replica-4"), "--replica-id", "4", "--join")
+	mustDo(t, http.StatusOK, "POST", nodes[0].url("/admin/members/4?addr="+joiner.raftAddr), nil)
+	joiner.start()
+	if err := joiner.proc.Poll(strayTimeout, func() error { return staleValue(joiner, "after-strays-0") }); err != nil {
+		t.Fatalf("replica 4 joining after the stranger: %v", err)
 	}
 	for _, n := range nodes {
 		if done, _ := n.proc.Exited(); done {
