@@ -7,8 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -71,6 +74,10 @@ type childArgs struct {
 	RestartRuns int
 	Workers     int
 	Limit       time.Duration
+	// Profile, when set, is a directory for a heap profile after steady's
+	// writes, a CPU profile of its idle window and one of the first
+	// restart.
+	Profile string
 }
 
 // childResult is the one JSON line a child prints. Fields a phase does not
@@ -244,6 +251,47 @@ func measureMemory() (*memory, error) {
 		GoSys: ms.Sys, Goroutines: runtime.NumGoroutine(), NonGoRSSBytes: int64(rss) - int64(ms.Sys)}, nil
 }
 
+// startProfiles writes a heap profile now and starts a CPU profile that
+// the returned function stops, into a.Profile (nothing when it is empty).
+func startProfiles(a childArgs) (func(), error) {
+	if a.Profile == "" {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(a.Profile, 0o755); err != nil {
+		return nil, err
+	}
+	base := filepath.Join(a.Profile, fmt.Sprintf("%s-%d", a.Kind, a.Shards))
+	hf, err := os.Create(base + "-steady.heap.pprof")
+	if err != nil {
+		return nil, err
+	}
+	err = pprof.Lookup("heap").WriteTo(hf, 0)
+	if cerr := hf.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return startCPUProfile(a, "idle")
+}
+
+// startCPUProfile starts a CPU profile into a.Profile named after what it
+// covers; the returned function stops it.
+func startCPUProfile(a childArgs, what string) (func(), error) {
+	if err := os.MkdirAll(a.Profile, 0o755); err != nil {
+		return nil, err
+	}
+	cf, err := os.Create(filepath.Join(a.Profile, fmt.Sprintf("%s-%d-%s.cpu.pprof", a.Kind, a.Shards, what)))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(cf); err != nil {
+		_ = cf.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); _ = cf.Close() }, nil
+}
+
 func measureDisk(dir string) (*disk, error) {
 	r, err := logcompact.AllocatedBytes(raftDir(dir))
 	if err != nil {
@@ -304,6 +352,10 @@ func steady(ctx context.Context, a childArgs, res *childResult) error {
 	if res.Disk, err = measureDisk(a.Dir); err != nil {
 		return err
 	}
+	stopProfile, err := startProfiles(a)
+	if err != nil {
+		return err
+	}
 	c0, err := selfCPU()
 	if err != nil {
 		return err
@@ -318,6 +370,7 @@ func steady(ctx context.Context, a childArgs, res *childResult) error {
 	if err != nil {
 		return err
 	}
+	stopProfile()
 	res.IdleSeconds = time.Since(w0).Seconds()
 	res.IdleCPUSeconds = c1 - c0
 	res.IdleCPUPercent = 100 * res.IdleCPUSeconds / res.IdleSeconds
@@ -331,6 +384,13 @@ func steady(ctx context.Context, a childArgs, res *childResult) error {
 
 func restart(ctx context.Context, a childArgs, res *childResult) error {
 	for run := range a.RestartRuns {
+		stopProfile := func() {}
+		if run == 0 && a.Profile != "" {
+			var err error
+			if stopProfile, err = startCPUProfile(a, "restart"); err != nil {
+				return err
+			}
+		}
 		t0 := time.Now()
 		n, _, err := startAll(a, false)
 		if err != nil {
@@ -342,6 +402,7 @@ func restart(ctx context.Context, a childArgs, res *childResult) error {
 			return n.read(ctx, s, key(s, 0), value(s, 0))
 		})
 		secs := time.Since(t0).Seconds()
+		stopProfile()
 		if err != nil {
 			_ = n.close()
 			return err

@@ -38,6 +38,7 @@ type options struct {
 	RestartRuns int           `json:"restart_runs"`
 	Workers     int           `json:"workers"`
 	ChildLimit  time.Duration `json:"child_limit"`
+	Profile     string        `json:"profile,omitempty"`
 	Replot      string        `json:"-"`
 
 	// child is set in a child process (-child PHASE).
@@ -59,6 +60,7 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.RestartRuns, "restart-runs", 3, "restarts per child (the first in a fresh process; the median is reported)")
 	fs.IntVar(&o.Workers, "workers", 64, "goroutines writing and reading shards in steady and restart")
 	fs.DurationVar(&o.ChildLimit, "child-limit", 10*time.Minute, "time bound of one child process")
+	fs.StringVar(&o.Profile, "profile", "", "directory for profiles: heap after steady's writes, CPU of the idle window and of the first restart (KIND-N-*.pprof)")
 	fs.StringVar(&o.Replot, "replot", "", "only redraw the charts of this shards.json into its directory")
 	// The child's flags: set by the parent only.
 	fs.StringVar(&o.child.Phase, "child", "", "internal: run one phase in this process and print its JSON line")
@@ -111,7 +113,7 @@ func parseOptions(args []string) (options, error) {
 		if c.Shards < 1 || c.Dir == "" || c.Addr == "" || !slices.Contains(allKinds, c.Kind) {
 			return o, errors.New("-child needs -kind, -n, -dir and -addr")
 		}
-		c.Settle, c.Idle, c.Load, c.RestartRuns, c.Workers, c.Limit = o.Settle, o.Idle, o.Load, o.RestartRuns, o.Workers, o.ChildLimit
+		c.Settle, c.Idle, c.Load, c.RestartRuns, c.Workers, c.Limit, c.Profile = o.Settle, o.Idle, o.Load, o.RestartRuns, o.Workers, o.ChildLimit, o.Profile
 	}
 	return o, nil
 }
@@ -179,6 +181,13 @@ func runChildProcess(ctx context.Context, o options, phase, kind string, shards 
 	args := []string{"-child", phase, "-kind", kind, "-n", strconv.Itoa(shards), "-dir", dir, "-addr", addr,
 		"-settle", o.Settle.String(), "-idle", o.Idle.String(), "-load", o.Load.String(),
 		"-restart-runs", strconv.Itoa(o.RestartRuns), "-workers", strconv.Itoa(o.Workers), "-child-limit", o.ChildLimit.String()}
+	if o.Profile != "" {
+		abs, err := filepath.Abs(o.Profile)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "-profile", abs)
+	}
 	cmd := exec.CommandContext(ctx, self, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
