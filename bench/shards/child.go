@@ -154,6 +154,9 @@ type loadResult struct {
 	Writes       int64   `json:"writes"`
 	WritesPerSec float64 `json:"writes_per_sec"`
 	Errors       int64   `json:"errors"`
+	// ErrorKinds counts failed writes by error text (at most maxErrorKinds
+	// kinds; the rest count as "other").
+	ErrorKinds map[string]int64 `json:"error_kinds,omitempty"`
 	// RSSPeakBytes is the largest VmRSS sampled every 100 ms while
 	// writing; HWMBytes is the kernel's peak for the whole process.
 	RSSPeakBytes uint64 `json:"rss_peak_bytes"`
@@ -165,6 +168,9 @@ type loadResult struct {
 	BudgetFlushes         uint64 `json:"budget_flushes,omitempty"`
 	Samples               int    `json:"samples"`
 }
+
+// maxErrorKinds bounds loadResult.ErrorKinds.
+const maxErrorKinds = 8
 
 // runChild runs one phase and prints its result as one JSON line on
 // stdout. An error is reported in the line too, with what was measured.
@@ -492,6 +498,18 @@ func load(ctx context.Context, a childArgs, res *childResult) error {
 	// One writer per shard: every shard is written at once, as the load
 	// the memtable budget exists for.
 	var writes, errs atomic.Int64
+	var kindsMu sync.Mutex // guards lr.ErrorKinds while the writers run
+	lr.ErrorKinds = map[string]int64{}
+	countErr := func(err error) {
+		errs.Add(1)
+		msg := err.Error()
+		kindsMu.Lock()
+		defer kindsMu.Unlock()
+		if _, ok := lr.ErrorKinds[msg]; !ok && len(lr.ErrorKinds) >= maxErrorKinds {
+			msg = "other"
+		}
+		lr.ErrorKinds[msg]++
+	}
 	var wg sync.WaitGroup
 	w0 := time.Now()
 	for s := 1; s <= a.Shards; s++ {
@@ -506,7 +524,7 @@ func load(ctx context.Context, a childArgs, res *childResult) error {
 				case cmdErr == nil:
 					writes.Add(1)
 				case lctx.Err() == nil:
-					errs.Add(1)
+					countErr(cmdErr)
 				}
 			}
 		}(uint64(s))

@@ -138,6 +138,11 @@ func retry(ctx context.Context, op func(context.Context) error) error {
 		actx, cancel := context.WithTimeout(ctx, attempt)
 		err := op(actx)
 		cancel()
+		if errors.Is(err, dragonboat.ErrTimeoutTooSmall) {
+			// What is left of ctx is below Dragonboat's minimum (one
+			// tick): the caller's deadline has as good as passed.
+			return fmt.Errorf("%w: %w", errTimeout, err)
+		}
 		if err == nil || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
