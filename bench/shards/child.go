@@ -517,13 +517,16 @@ func load(ctx context.Context, a childArgs, res *childResult) error {
 		go func(s uint64) {
 			defer wg.Done()
 			for i := 1; lctx.Err() == nil; i++ {
-				wctx, cancel := context.WithTimeout(lctx, attempt)
+				// Each write gets its whole attempt, past the window's end
+				// if need be: a write started just before the end would
+				// otherwise fail at once (Dragonboat refuses deadlines
+				// under one tick) and count as an error.
+				wctx, cancel := context.WithTimeout(ctx, attempt)
 				cmdErr := n.put(wctx, s, key(s, i), value(s, i))
 				cancel()
-				switch {
-				case cmdErr == nil:
+				if cmdErr == nil {
 					writes.Add(1)
-				case lctx.Err() == nil:
+				} else {
 					countErr(cmdErr)
 				}
 			}
