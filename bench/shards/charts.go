@@ -39,8 +39,13 @@ func drawCharts(out string, rep *report) error {
 		if p == nil {
 			continue
 		}
-		p.Y.Min = 0
-		p.Y.Max *= 1.3 // headroom so the legend does not cover the data
+		// Headroom so the legend does not cover the data.
+		if _, log := p.Y.Scale.(plot.LogScale); log {
+			p.Y.Max *= 8
+		} else {
+			p.Y.Min = 0
+			p.Y.Max *= 1.3
+		}
 		if err := p.Save(10*vg.Inch, 5*vg.Inch, filepath.Join(out, ch.file)); err != nil {
 			return fmt.Errorf("chart %s: %w", ch.file, err)
 		}
@@ -177,7 +182,7 @@ func diskChart(rep *report) (*plot.Plot, error) {
 	}
 	lines := perKind(rep, " raft + sm", false, func(w *row) (float64, bool) {
 		d := pick(w)
-		return mib(d.total()), d != nil
+		return max(mib(d.total()), minLogMiB), d != nil
 	})
 	for _, k := range rep.Config.Kinds {
 		if k == kindNoop {
@@ -188,19 +193,26 @@ func diskChart(rep *report) (*plot.Plot, error) {
 			if d == nil {
 				return 0, false
 			}
-			return mib(d.SMBytes), true
+			return max(mib(d.SMBytes), minLogMiB), true
 		}})
 	}
-	p, err := shardChart(rep, fmt.Sprintf("State directory, allocated (after %d x 272 B per shard)", keysPerShard), "MiB", lines)
+	p, err := shardChart(rep, fmt.Sprintf("State directory, allocated (after %d x 272 B per shard; log scale)", keysPerShard), "MiB", lines)
 	if p == nil || err != nil {
 		return p, err
 	}
+	// Log scale: keel-wal's preallocated WALs are 100x the rest at 1,000
+	// shards.
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 	payload := func(n int) float64 { return float64(n*keysPerShard*(keyBytes+valueBytes)) / (1 << 20) }
 	if err := addLimit(p, rep, "target: 64 MiB + 1.5 x payload", func(n int) float64 { return targetDiskFixedMiB + targetDiskPayload*payload(n) }); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
+
+// minLogMiB is the floor of a value on a log axis (an empty directory).
+const minLogMiB = 0.01
 
 func fdsChart(rep *report) (*plot.Plot, error) {
 	p, err := shardChart(rep, "Open files of one NodeHost process (/proc/self/fd)", "descriptors",
