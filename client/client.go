@@ -59,13 +59,29 @@ func (c *Client) Propose(ctx context.Context, cmd []byte) (sm.Outcome, error) {
 	return sm.DecodeResult(res), nil
 }
 
+// minAttemptLeft is the least time before the deadline worth another
+// attempt. Dragonboat refuses a request whose deadline is under one tick
+// away (RTTMillisecond, 20 ms for Keel) with ErrTimeoutTooSmall, which would
+// reach the caller in place of the drop that made it retry; a few ticks
+// also give the retry a chance to finish.
+const minAttemptLeft = 100 * time.Millisecond
+
 // retryDropped runs op until it succeeds, fails with an error other than a
-// drop, or ctx ends; then it returns op's last error.
+// drop, or ctx ends (or is about to: see minAttemptLeft); then it returns
+// op's last error, or the drop that preceded an ErrTimeoutTooSmall.
 func retryDropped(ctx context.Context, op func() error) error {
 	backoff := 2 * time.Millisecond
+	var dropped error
 	for {
 		err := op()
+		if dropped != nil && errors.Is(err, dragonboat.ErrTimeoutTooSmall) {
+			return dropped
+		}
 		if !errors.Is(err, dragonboat.ErrShardNotReady) && !errors.Is(err, dragonboat.ErrSystemBusy) {
+			return err
+		}
+		dropped = err
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < backoff+minAttemptLeft {
 			return err
 		}
 		t := time.NewTimer(backoff)
@@ -184,7 +200,7 @@ func retryRead(ctx context.Context, op func(context.Context) error) error {
 		if !errors.Is(err, dragonboat.ErrTimeout) || ctx.Err() != nil {
 			return err
 		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 10*time.Millisecond {
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < minAttemptLeft {
 			return err
 		}
 	}

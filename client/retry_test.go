@@ -70,3 +70,25 @@ func TestRetryRead(t *testing.T) {
 		t.Fatalf("at the caller's deadline: %v after %v, want ErrTimeout soon", err, time.Since(start))
 	}
 }
+
+// TestRetryDroppedNearDeadline: retries stop before the deadline is too
+// close for Dragonboat to take the request, so the caller sees the drop
+// (a retryable 503 in keeld), never ErrTimeoutTooSmall. The op applies
+// Dragonboat's own rule (under one 20 ms tick left: too small); the
+// deadlines are chosen so the old backoff schedule (2, 4, ... 100 ms) woke
+// with less than a tick left.
+func TestRetryDroppedNearDeadline(t *testing.T) {
+	for _, d := range []time.Duration{40, 70, 135, 235, 335} {
+		ctx, cancel := context.WithTimeout(context.Background(), d*time.Millisecond)
+		err := retryDropped(ctx, func() error {
+			if dl, _ := ctx.Deadline(); time.Until(dl) < 20*time.Millisecond {
+				return dragonboat.ErrTimeoutTooSmall
+			}
+			return dragonboat.ErrShardNotReady
+		})
+		cancel()
+		if !errors.Is(err, dragonboat.ErrShardNotReady) {
+			t.Errorf("deadline %v ms: %v, want the drop (ErrShardNotReady)", int(d), err)
+		}
+	}
+}

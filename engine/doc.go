@@ -105,6 +105,13 @@
 //   - When any flush of an engine ends, Pebble reports the exact in-memory
 //     size of the memtables it wrote; that is subtracted from the engine's
 //     counter, clamped at zero, so estimation error cannot accumulate.
+//   - A commit that finds the total past the budget by more than an eighth
+//     waits for budget passes until it is back under that mark (a write
+//     stall, counted in SharedStats.WriteStalls): the goroutine shares the
+//     cores with the writers, and without the stall 200 busy writers on two
+//     cores took the total to 7x the budget. The wait ends early if a pass
+//     finds nothing it can flush, so a failing disk does not hang writers
+//     on the budget (their Syncs report the failure).
 //   - One engine cannot take the whole budget: its memtable grows from
 //     min(256 KiB, MemTableSize) by doubling up to MemTableSize (default
 //     4 MiB) and Pebble flushes it when full; writes to it stall once

@@ -41,6 +41,9 @@ type Engine struct {
 	// mem is the memtable bytes committed and not yet flushed, as counted
 	// for the shared budget (see Shared.addMem).
 	mem atomic.Int64
+	// memFlushed is Pebble's in-memory size of every memtable flushed since
+	// Open, the truth the estimate in mem is checked against in tests.
+	memFlushed atomic.Uint64
 	// failures carries Pebble's flush failures to waiting flushes.
 	failures flushFailures
 
@@ -74,17 +77,25 @@ func Open(dir string, o Options) (*Engine, error) {
 		}
 		return nil, err
 	}
+	// Registered before Pebble opens, so a closed Shared is refused before
+	// Pebble takes references to its caches, and a concurrent Close of the
+	// Shared is refused while the open runs. life is held until e.db is
+	// set: the budget goroutine skips an engine it cannot lock.
+	e.life.Lock()
+	if err := sh.register(e); err != nil {
+		e.life.Unlock()
+		return fail(err)
+	}
 	po := o.pebbleOptions(sh, e)
 	db, err := pebble.Open(dir, po)
 	if err != nil {
+		e.closed.Store(true)
+		e.life.Unlock()
+		sh.unregister(e)
 		return fail(fmt.Errorf("keel/engine: open %s: %w", dir, err))
 	}
 	e.db, e.fs = db, po.FS
-	// Registered only now: the budget goroutine may flush it from here on.
-	if err := sh.register(e); err != nil {
-		_ = db.Close()
-		return fail(err)
-	}
+	e.life.Unlock()
 	if !o.ReadOnly {
 		if err := e.ensureFormat(); err != nil {
 			_ = e.Close() // closes a private shared too

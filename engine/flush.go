@@ -53,7 +53,7 @@ func (f *flushFailures) last() error {
 // isEmptyFlush reports Pebble's marker for a flush that wrote no sstable
 // (every key in the memtable was shadowed, or it held nothing). It is not
 // a failure: the memtable is gone and nothing was lost. Pebble does not
-// export the error, so it is matched by its text; TestSyncOfFlushedEngine
+// export the error, so it is matched by its text; TestSyncCostsNothingWhenClean
 // pins it.
 func isEmptyFlush(err error) bool {
 	return err != nil && err.Error() == "pebble: empty table"
@@ -63,6 +63,7 @@ func isEmptyFlush(err error) bool {
 // goroutine with the database's mutex held: it must not call into the DB.
 func (e *Engine) onFlushEnd(info pebble.FlushInfo) {
 	if info.Err == nil || isEmptyFlush(info.Err) {
+		e.memFlushed.Add(info.InputBytes)
 		e.shared.subMem(e, int64(info.InputBytes))
 		return
 	}
@@ -109,9 +110,11 @@ func (e *Engine) beginFlushLocked() (flushWait, error) {
 }
 
 // startFlush starts a flush for the memtable budget; false if the engine
-// is closed, read-only or Pebble refused.
+// is opening, closing or closed, read-only, or Pebble refused.
 func (e *Engine) startFlush() (flushWait, bool) {
-	e.life.RLock()
+	if !e.life.TryRLock() {
+		return flushWait{}, false
+	}
 	defer e.life.RUnlock()
 	if e.closed.Load() || e.readOnly {
 		return flushWait{}, false

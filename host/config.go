@@ -35,6 +35,10 @@ type Config struct {
 	// leaves CPU and disk to the quorum while a follower catches up, which
 	// then takes longer (bench/README.md has the measured trade).
 	SnapshotStreamBytesPerSecond int64
+	// SnapshotReserveBytes is the free space a received snapshot must leave
+	// (snapshot.Options.ReserveBytes); an image that would eat into it is
+	// refused before anything is written.
+	SnapshotReserveBytes uint64
 }
 
 // DataDir is the directory holding a replica's state (its tablet).
@@ -91,7 +95,7 @@ func (f *Factory) Create(shardID, replicaID uint64) statemachine.IOnDiskStateMac
 		ReplicaID: replicaID,
 		Engine:    eo,
 		Logger:    f.cfg.Logger,
-		Snapshot:  snapshot.Options{StreamBytesPerSecond: f.cfg.SnapshotStreamBytesPerSecond},
+		Snapshot:  snapshot.Options{StreamBytesPerSecond: f.cfg.SnapshotStreamBytesPerSecond, ReserveBytes: f.cfg.SnapshotReserveBytes},
 	})
 	f.mu.Lock()
 	f.sms[[2]uint64{shardID, replicaID}] = s

@@ -18,8 +18,23 @@
 //     NodeHostConfig, RTTMillisecond.
 //   - Export and Import of snapshots (export.go); Import verifies the whole
 //     export before it changes anything.
+//   - PeerGuard (peerguard.go), the Raft transport NodeHostConfig
+//     installs: Dragonboat's TCP transport behind a filter that drops, and
+//     counts, every received batch that would make Dragonboat panic (a
+//     known replica ID from another address, no recipient, a malformed
+//     source address) or that does not belong here (another deployment
+//     ID, a shard not hosted). DeploymentID (deployment.go) derives a
+//     deployment ID from a cluster name; neither authenticates peers.
 //   - Member-list parsing (members.go) and slog routing for Dragonboat's
-//     process-global loggers (logger.go).
+//     process-global loggers (logger.go), which lets through at most one warning or
+//     error per package and format string every RepeatInterval (10 s),
+//     the next carrying a "suppressed" count, so a down peer does not
+//     flood the log; Dragonboat's Panicf panics with an error value, and
+//     OnFatal hooks it.
+//   - DiskFullFS (diskfull.go): Dragonboat's filesystem with ENOSPC sent to
+//     a handler (free a ballast and retry, or end the process) before
+//     Dragonboat or its LogDB's Pebble can panic on it; IsNoSpace and
+//     IsStorageFailure classify errors.
 //
 // # Lifetimes
 //

@@ -13,7 +13,6 @@ import (
 	"github.com/keel-db/keel/client"
 	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/sm"
-	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/statemachine"
 )
@@ -102,10 +101,10 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
-// A host starts a NodeHost with Keel's LogDB config, starts a replica with
-// the factory's Create and Keel's shard config, and talks to it through a
-// Client.
-func Example_nodeHost() {
+// A Host opens the resources every shard shares, then a NodeHost with
+// Keel's defaults; it starts replicas with Keel's factory, and a Client
+// talks to one shard. Closing the Host closes the NodeHost first.
+func Example_host() {
 	// Dragonboat is chatty at Info; keep this example's output clean.
 	host.UseSlog(slog.New(slog.NewTextHandler(io.Discard, nil)), slog.LevelWarn)
 
@@ -115,25 +114,25 @@ func Example_nodeHost() {
 	}
 	defer os.RemoveAll(dir)
 	addr := freeAddr()
-	nh, err := dragonboat.NewNodeHost(config.NodeHostConfig{
-		NodeHostDir:    filepath.Join(dir, "raft"),
-		RTTMillisecond: 5,
-		RaftAddress:    addr,
-		Expert:         config.ExpertConfig{LogDB: host.LogDBConfig()},
+	h, err := host.Open(host.Options{
+		NodeHostDir: filepath.Join(dir, "raft"),
+		RaftAddress: addr,
+		Keel:        host.Config{RootDir: filepath.Join(dir, "keel")},
+		// A faster tick than Keel's 20 ms, for the example only.
+		Configure: func(c *config.NodeHostConfig) { c.RTTMillisecond = 5 },
 	})
 	if err != nil {
 		panic(err)
 	}
-	defer nh.Close()
+	defer h.Close()
+	nh := h.NodeHost()
 
-	f, err := host.NewFactory(host.Config{RootDir: filepath.Join(dir, "keel")})
-	if err != nil {
-		panic(err)
-	}
+	// Three shards on one NodeHost, one replica each.
 	const shardID, replicaID = 1, 1
-	members := map[uint64]dragonboat.Target{replicaID: addr}
-	if err := nh.StartOnDiskReplica(members, false, f.Create, host.ShardConfig(shardID, replicaID)); err != nil {
-		panic(err)
+	for shard := uint64(1); shard <= 3; shard++ {
+		if err := h.StartReplica(map[uint64]string{replicaID: addr}, false, host.ShardConfig(shard, replicaID)); err != nil {
+			panic(err)
+		}
 	}
 
 	// Wait for the replica to elect itself.
@@ -181,8 +180,9 @@ func Example_nodeHost() {
 	fmt.Printf("keys=%d err=%v\n", st.Keys, err)
 	// The applied index is the replica's own; the test only checks it is
 	// consistent with what a hash reports.
-	h, _ := c.LocalHash()
-	fmt.Println("hash index matches stats:", h.AppliedIndex >= st.AppliedIndex, "keys:", h.Keys)
+	hs, _ := c.LocalHash()
+	fmt.Println("hash index matches stats:", hs.AppliedIndex >= st.AppliedIndex, "keys:", hs.Keys)
+	fmt.Println("tablets on the shared resources:", h.Factory().Shared().Stats().Engines)
 	// Output:
 	// get color: "blue" found=true err=<nil>
 	// txn 0: succeeded=true failed-cond=0 err=<nil>
@@ -192,4 +192,5 @@ func Example_nodeHost() {
 	// changed found after delete: false
 	// keys=1 err=<nil>
 	// hash index matches stats: true keys: 1
+	// tablets on the shared resources: 3
 }

@@ -21,8 +21,9 @@ type Options struct {
 	// Keel.RootDir is required.
 	Keel Config
 	// Configure, if set, adjusts Dragonboat's NodeHost configuration
-	// (NodeHostConfig with Keel's defaults) before the NodeHost starts:
-	// mutual TLS, the deployment ID, listen addresses.
+	// (NodeHostConfig with Keel's defaults, PeerGuard included) before the
+	// NodeHost starts: mutual TLS, the deployment ID (DeploymentID),
+	// listen addresses.
 	Configure func(*config.NodeHostConfig)
 	// NewFactory builds the Factory; nil means this package's NewFactory. A
 	// host that loaded Keel as a Go plugin passes the plugin's
@@ -70,6 +71,11 @@ func Open(o Options) (*Host, error) {
 	if err != nil {
 		_ = f.Close()
 		return nil, err
+	}
+	// Before any replica starts: from here the guard also drops messages
+	// for shards this host does not run.
+	if g := PeerGuardOf(nhc); g != nil {
+		g.Attach(nh)
 	}
 	return &Host{nh: nh, factory: f}, nil
 }

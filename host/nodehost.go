@@ -42,9 +42,12 @@ func LogDBConfig() config.LogDBConfig {
 //     logcompact.Compactor for the replica calls logcompact.Configure on
 //     this config, which turns them off so the Compactor issues (and
 //     measures) each reclamation itself.
-//   - Quiesce: an idle shard stops heartbeating and ticking its election
-//     timer, so a host with many idle shards costs close to nothing; any
-//     proposal, read or message wakes it.
+//   - Quiesce stays off. A host running many mostly idle shards turns it on
+//     (sc.Quiesce = true; keeld does with --shards > 1 or a shard map): an
+//     idle shard then stops heartbeating and ticking, so a thousand idle
+//     shards cost close to nothing. The price: a quiesced leader sends
+//     nothing, so a replica joining (or far behind) an idle shard waits
+//     for the shard's next write or read to wake it.
 func ShardConfig(shardID, replicaID uint64) config.Config {
 	return config.Config{
 		ShardID:                 shardID,
@@ -54,7 +57,6 @@ func ShardConfig(shardID, replicaID uint64) config.Config {
 		CheckQuorum:             true,
 		PreVote:                 true,
 		CompactionOverhead:      logcompact.DefaultKeepEntries,
-		Quiesce:                 true,
 		SnapshotCompressionType: config.Snappy,
 	}
 }
@@ -66,8 +68,12 @@ func ShardConfig(shardID, replicaID uint64) config.Config {
 const RTTMillisecond = 20
 
 // NodeHostConfig is the NodeHost configuration keeld runs with: the Raft
-// log under nodeHostDir, Keel's LogDB settings and RTTMillisecond. Tools that
-// rewrite a stopped replica's log (keelctl import) must use the same.
+// log under nodeHostDir, Keel's LogDB settings, RTTMillisecond, and a new
+// PeerGuard as the transport (PeerGuardOf returns it), so no batch a peer
+// sends can make the NodeHost panic. Tools that rewrite a stopped replica's
+// log (keelctl import) must use the same. The caller sets DeploymentID
+// (DeploymentID derives one from a cluster name): Dragonboat records it in
+// nodeHostDir and refuses to reopen the directory under another.
 func NodeHostConfig(nodeHostDir, raftAddr string) config.NodeHostConfig {
 	c := config.NodeHostConfig{
 		NodeHostDir:    nodeHostDir,
@@ -75,5 +81,6 @@ func NodeHostConfig(nodeHostDir, raftAddr string) config.NodeHostConfig {
 		RaftAddress:    raftAddr,
 	}
 	c.Expert.LogDB = LogDBConfig()
+	c.Expert.TransportFactory = NewPeerGuard()
 	return c
 }

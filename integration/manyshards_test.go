@@ -11,8 +11,8 @@ import (
 	"github.com/keel-db/keel/client"
 	"github.com/keel-db/keel/engine"
 	"github.com/keel-db/keel/host"
-	"github.com/keel-db/keel/internal/testkit/testcluster"
 	"github.com/keel-db/keel/internal/testkit/proctest"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
 )
 
 // This file tests many shards per NodeHost: three Hosts in one process,

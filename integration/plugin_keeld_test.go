@@ -14,6 +14,7 @@ import (
 
 	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/internal/testkit/testcluster"
+	"github.com/keel-db/keel/internal/testkit/testutil"
 )
 
 // keeldProc is one keeld process for the plugin test.
@@ -62,17 +63,12 @@ func TestKeeldOnPlugin(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	// Wait on the event "a write is accepted", bounded.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		code, body := call(http.MethodPut, "http://"+procs[0].http+"/kv/plugin", "loaded")
-		if code == http.StatusNoContent {
-			break
+	testutil.Eventually(t, 60*time.Second, func() error {
+		if code, body := call(http.MethodPut, "http://"+procs[0].http+"/kv/plugin", "loaded"); code != http.StatusNoContent {
+			return fmt.Errorf("no write accepted: %d %s", code, body)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no write accepted within 60s: %d %s", code, body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	for _, p := range procs {
 		if code, body := call(http.MethodGet, "http://"+p.http+"/kv/plugin", ""); code != http.StatusOK || body != "loaded" {
 			t.Fatalf("GET on %s: %d %q", p.http, code, body)

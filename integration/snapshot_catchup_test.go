@@ -61,7 +61,7 @@ func TestSnapshotCatchUpAndJoin(t *testing.T) {
 	for _, r := range c.Running() {
 		clients = append(clients, r.Client)
 	}
-	h := ssConverged(t, c, clients, 60*time.Second)
+	h := ssConverged(t, clients, 60*time.Second)
 	if h.Keys != 50000+500+1 {
 		t.Fatalf("converged on %d keys, want %d", h.Keys, 50501)
 	}
@@ -86,7 +86,7 @@ func TestSnapshotCatchUpAndJoin(t *testing.T) {
 	for _, r := range c.Running() {
 		clients = append(clients, r.Client)
 	}
-	h = ssConverged(t, c, clients, 60*time.Second)
+	h = ssConverged(t, clients, 60*time.Second)
 	if h.Keys != 50000+500+2 {
 		t.Fatalf("converged on %d keys after join, want %d", h.Keys, 50502)
 	}

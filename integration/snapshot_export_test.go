@@ -93,7 +93,6 @@ func TestSnapshotExportImport(t *testing.T) {
 	for id := range c.Members {
 		nodes = append(nodes, ssStartImported(t, filepath.Join(base, fmt.Sprintf("fresh-%d", id)), c.ShardID, id, c.Members))
 	}
-	w := ssWaiter{t}
 	cl := nodes[0].client
 	checkPrefix := func(prefix string, want int, value string) {
 		t.Helper()
@@ -172,7 +171,7 @@ func TestSnapshotExportImport(t *testing.T) {
 	for _, n := range nodes {
 		clients = append(clients, n.client)
 	}
-	h := ssConverged(t, w, clients, 60*time.Second)
+	h := ssConverged(t, clients, 60*time.Second)
 	if want := uint64(3002 + present + 200); h.Keys != want {
 		t.Fatalf("replicas hold %d keys, want %d", h.Keys, want)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/keel-db/keel/engine"
 	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/internal/testkit/testcluster"
+	"github.com/keel-db/keel/internal/testkit/testutil"
 	"github.com/keel-db/keel/sm"
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
@@ -79,45 +80,29 @@ func ssPut(t *testing.T, cl *client.Client, k, v string) {
 }
 
 // ssConverged waits until every node in nodes reports the same applied
-// index and StateHash, and returns it.
-func ssConverged(t *testing.T, c interface {
-	WaitFor(time.Duration, string, func() bool)
-}, nodes []*client.Client, timeout time.Duration) engine.StateHash {
+// index and StateHash, and returns it; on timeout it says where they
+// differ.
+func ssConverged(t *testing.T, nodes []*client.Client, timeout time.Duration) engine.StateHash {
 	t.Helper()
-	var last []engine.StateHash
 	var got engine.StateHash
-	c.WaitFor(timeout, "replicas to converge", func() bool {
-		last = last[:0]
-		for _, n := range nodes {
+	testutil.Eventually(t, timeout, func() error {
+		var last []engine.StateHash
+		for i, n := range nodes {
 			h, err := n.LocalHash()
 			if err != nil {
-				return false
+				return fmt.Errorf("node %d: %w", i, err)
 			}
 			last = append(last, h)
 		}
-		for _, h := range last[1:] {
+		for i, h := range last[1:] {
 			if h != last[0] {
-				return false
+				return fmt.Errorf("replicas not converged: node 0 at %+v, node %d at %+v", last[0], i+1, h)
 			}
 		}
 		got = last[0]
-		return true
+		return nil
 	})
 	return got
-}
-
-// ssWaitFor polls cond every 10ms until it holds, failing after timeout.
-type ssWaiter struct{ t *testing.T }
-
-func (w ssWaiter) WaitFor(timeout time.Duration, what string, cond func() bool) {
-	w.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			w.t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // ssNode is a NodeHost started outside testcluster (for imports, which must

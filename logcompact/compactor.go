@@ -236,6 +236,12 @@ func (c *Compactor) stepLocked(ctx context.Context) (Result, error) {
 		rs.Release()
 		return res, ctx.Err()
 	}
+	if rr.Rejected() {
+		// Nothing was applied since the last snapshot (taken by another
+		// owner's request through SyncRequestSnapshot, or Dragonboat's
+		// own): there is nothing new to compact behind.
+		return res, fmt.Errorf("%w: snapshot at compaction index %d rejected: no progress since the last snapshot", ErrNothingToCompact, idx)
+	}
 	if !rr.Completed() {
 		return res, fmt.Errorf("%w: compaction index %d: %s", ErrSnapshotFailed, idx, outcome(rr))
 	}

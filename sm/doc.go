@@ -30,9 +30,12 @@
 // # Apply
 //
 // Update applies all entries of one call in one Pebble batch, followed by the
-// index of the last applied entry, and commits it without fsync (Sync, which
-// Dragonboat calls before compacting the Raft log, makes it durable). For
-// each entry:
+// index of the last applied entry, and commits it to the memtable only: the
+// engine runs without a WAL, so the batch becomes durable at the next flush
+// (Sync, which Dragonboat calls before compacting the Raft log, flushes;
+// so do a full memtable, the shared memtable budget and Close). After a
+// crash Open returns the applied index of the last flush and Dragonboat
+// replays the rest of the log. For each entry:
 //
 //  1. index <= applied index: skipped, CodeAlreadyApplied. This happens after
 //     a snapshot image later than its snapshot index is installed.

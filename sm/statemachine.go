@@ -227,8 +227,10 @@ func condHolds(b *engine.Batch, cd Cond) (bool, error) {
 	}
 }
 
-// Sync makes every applied entry durable. Dragonboat calls it before it
-// compacts the Raft log behind a metadata-only snapshot.
+// Sync makes every applied entry durable (an engine flush; nothing to do
+// when nothing was applied since the last one). Dragonboat calls it before
+// it compacts the Raft log behind a metadata-only snapshot, which is what
+// keeps the log from being compacted past the flushed state.
 func (s *StateMachine) Sync() error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -3,15 +3,16 @@
 // carries it, verifying and installing a received stream atomically, and
 // the periodic snapshot scheduler. sm's PrepareSnapshot, SaveSnapshot and
 // RecoverFromSnapshot are thin calls into Begin, Capture.Save and Install;
-// plugin.Export/Import wrap Dragonboat's export and tools.ImportSnapshot.
+// host.Export/Import wrap Dragonboat's export and tools.ImportSnapshot.
 //
 // # Exact images, no stall
 //
 // Every image Keel produces, for a stream to a follower or an export, holds
 // exactly the state at the snapshot index I (the applied index at
-// PrepareSnapshot), so the "late image" trap of DESIGN §3 (an imported
-// image claiming indexes the new log reuses, which then get skipped) cannot
-// happen, and the receiver checks it.
+// PrepareSnapshot), so the "late image" trap (an imported image claiming
+// indexes the new log reuses, whose entries would then be skipped as
+// already applied; it lost acknowledged writes in a test) cannot happen,
+// and the receiver checks it.
 //
 //  1. PrepareSnapshot (Update excluded by Dragonboat): read I, take a Pebble
 //     snapshot (a sequence number; ~20-40µs measured, whatever the state
@@ -19,14 +20,22 @@
 //  2. While the capture is pending, Update records every key it puts or
 //     deletes and every range it deletes, before its batch commits (a
 //     write that reaches Pebble is always recorded first).
-//  3. SaveSnapshot (no lock; applies go on): a Pebble checkpoint with a
-//     flushed WAL into <root>/tmp-capture-*; it holds some index X >= I.
-//     Stop recording; the log now covers (I, X] (and possibly a little
-//     more, which is harmless).
+//  3. SaveSnapshot (no lock; applies go on): flush the engine's memtable,
+//     then take a Pebble checkpoint into <root>/tmp-capture-*. Engines run
+//     without a WAL (see package engine), so a checkpoint holds only what
+//     is in sstables: the flush is what makes it cover I, and it needs no
+//     WAL sync. It holds some index X >= I: everything flushed by the time
+//     the checkpoint links its files, which includes the flush's own
+//     state (>= I, taken after PrepareSnapshot) and possibly later flushes
+//     (Pebble's own, the memtable budget's). Stop recording; the log now
+//     covers (I, X] (and possibly a little more, which is harmless). The
+//     flush runs here and not in PrepareSnapshot, so Update is never
+//     blocked on it.
 //  4. Open the checkpoint (compactions off) and rewind it: for each
 //     recorded range, delete it and copy the range's keys from the Pebble
 //     snapshot at I; for each recorded key, write its value at I or delete
-//     it if it had none; set the applied index to I. Keys not recorded are
+//     it if it had none; set the applied index to I, in a durable commit
+//     (a flush), so the files streamed next hold the rewound state. Keys not recorded are
 //     equal at I and X, so the image is now exactly the state at I. If the
 //     log outgrew its budget (Options.TouchedBudget, 16 MiB) it stops
 //     recording and the rewind copies the whole user keyspace from the
@@ -35,12 +44,17 @@
 //     crash leaves a tmp-* that engine.OpenRoot sweeps).
 //
 // Why it is safe: the Pebble snapshot is immutable state at I; the
-// checkpoint is a consistent state at X (DESIGN §2); the two differ only in
-// keys written in (I, X], all of which are in the log or the rewind copies
-// everything. Commands are deterministic, so every replica's state at I is
+// checkpoint is a consistent state at X (a flushed state: its sstables and
+// the MANIFEST naming them, with the applied index written in the same
+// batch as the data); the two differ only in keys written in (I, X], all
+// of which are in the log or the rewind copies everything. That argument
+// is unchanged by dropping the WAL: only how X comes to be >= I changed
+// (a flush instead of a WAL sync). Before tablets, the checkpoint also
+// copied the live WAL and its cut fell while the WAL was copied; now the
+// image's WAL file is empty. Commands are deterministic, so every replica's state at I is
 // the same. The alternative, an exact checkpoint inside PrepareSnapshot,
-// would hold Update off for the checkpoint (15-37 ms measured at 10-100 MB
-// here, DESIGN §2 says up to 270 ms cold at 1 GB).
+// would hold Update off for the flush and checkpoint (15-37 ms measured at
+// 10-100 MB here, up to 270 ms cold at 1 GB).
 //
 // # Stream format (version 1)
 //
@@ -74,11 +88,11 @@
 // once. Both sides hold one 1 MiB chunk buffer whatever the image size; the
 // reader also keeps the names seen (at most MaxFiles of MaxNameLen bytes).
 //
-// Compression: exactly one layer, Dragonboat's (plugin.ShardConfig sets
+// Compression: exactly one layer, Dragonboat's (host.ShardConfig sets
 // SnapshotCompressionType Snappy). Keel does not compress: sstables are
 // already compressed (Snappy over a Keel stream of random-valued data:
-// ratio 1.000 at 2.6-4 GB/s, so the layer costs little), and only the WAL
-// part gains (DESIGN §3: 0.44).
+// ratio 1.000 at 2.6-4 GB/s, so the layer costs little); only WAL files
+// compressed well (0.44), and a tablet's image no longer holds WAL data.
 //
 // # Receiving
 //

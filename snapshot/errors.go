@@ -19,4 +19,8 @@ var (
 	// ErrInexact is returned when an image's applied index is not the
 	// snapshot index its header claims: Keel only installs exact images.
 	ErrInexact = errors.New("keel/snapshot: image applied index does not match the snapshot index")
+	// ErrNoSpace is returned when a received stream's declared size does not
+	// fit in the receiver's free space above its reserve. Nothing was
+	// written; the same stream may be received once space is freed.
+	ErrNoSpace = errors.New("keel/snapshot: no space for the received snapshot")
 )

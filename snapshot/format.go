@@ -56,6 +56,12 @@ type Options struct {
 	// StreamBytesPerSecond caps how fast a saved snapshot is written to
 	// Dragonboat (streams to followers and exports); 0 means no cap.
 	StreamBytesPerSecond int64
+	// ReserveBytes is the free space a received image must leave on the
+	// receiver's filesystem: a stream whose header declares more than the
+	// free space less this is refused with ErrNoSpace before a byte is
+	// written. 0 still refuses a stream that cannot fit at all. Skipped
+	// when the filesystem cannot report its usage (in-memory test FS).
+	ReserveBytes uint64
 }
 
 func (o Options) withDefaults() Options {

@@ -65,6 +65,9 @@ func ReadStream(r io.Reader, fs vfs.FS, dir string, shardID uint64, opts Options
 	if h.TotalBytes > opts.MaxBytes {
 		return Header{}, fmt.Errorf("%w: %d bytes, limit %d", ErrLimit, h.TotalBytes, opts.MaxBytes)
 	}
+	if err := checkSpace(fs, dir, h.TotalBytes, opts.ReserveBytes); err != nil {
+		return Header{}, err
+	}
 	seen := make(map[string]struct{})
 	buf := make([]byte, ChunkSize)
 	var total uint64
@@ -182,4 +185,17 @@ func syncDir(fs vfs.FS, dir string) error {
 		return fmt.Errorf("keel/snapshot: sync %s: %w", dir, err)
 	}
 	return d.Close()
+}
+
+// checkSpace refuses a stream of total bytes that would leave less than
+// reserve free under dir, so a full disk never holds half an image.
+func checkSpace(fs vfs.FS, dir string, total, reserve uint64) error {
+	du, err := fs.GetDiskUsage(dir)
+	if err != nil {
+		return nil // no usage to go by (in-memory FS); the writes decide
+	}
+	if du.AvailBytes < reserve || du.AvailBytes-reserve < total {
+		return fmt.Errorf("%w: image of %d bytes, %d bytes free, reserve %d", ErrNoSpace, total, du.AvailBytes, reserve)
+	}
+	return nil
 }

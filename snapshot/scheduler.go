@@ -14,7 +14,7 @@ import (
 
 // Requester asks Dragonboat for a snapshot; *dragonboat.NodeHost is one.
 // For an on-disk state machine a plain request is metadata-only: Dragonboat
-// calls Sync and compacts the Raft log behind it (DESIGN §1, §4).
+// calls Sync and compacts the Raft log behind it.
 type Requester interface {
 	SyncRequestSnapshot(ctx context.Context, shardID uint64, opt dragonboat.SnapshotOption) (uint64, error)
 }

@@ -1,7 +1,7 @@
 // Package gbsnap reads, verifies and writes the files of a Dragonboat
 // exported snapshot as Keel produces them: the .gbsnap snapshot file (an
 // envelope around the state machine's payload) and snapshot.metadata. It is
-// the one copy of this format shared by plugin.Import, which verifies an
+// the one copy of this format shared by host.Import, which verifies an
 // export before handing it to Dragonboat's tools.ImportSnapshot (which
 // panics on a damaged header or metadata), and keelctl's verify, import and
 // export. Dragonboat keeps its own code for these files in internal

@@ -133,8 +133,11 @@ func check(t target) (checkReport, error) {
 	if rep.AppliedIndex < info.SnapshotOnDiskIndex {
 		problem("applied index %d is below the last snapshot's state machine index %d: the log was compacted past state that was never made durable",
 			rep.AppliedIndex, info.SnapshotOnDiskIndex)
-		if info.FirstIndex > rep.AppliedIndex+1 {
-			problem("entries %d..%d are gone from the log and not in the state", rep.AppliedIndex+1, info.FirstIndex-1)
+		if gone := info.StoredFirstIndex; gone == 0 || gone > rep.AppliedIndex+1 {
+			if gone == 0 {
+				gone = info.FirstIndex
+			}
+			problem("entries %d..%d are gone from the log and not in the state", rep.AppliedIndex+1, gone-1)
 		}
 	}
 	return finish(rep), nil

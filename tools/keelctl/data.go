@@ -8,7 +8,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/keel-db/keel/engine"
-	"github.com/keel-db/keel/sm"
 	"github.com/spf13/cobra"
 )
 
@@ -34,75 +33,14 @@ func newGetCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if g.json {
-				return g.printJSON(map[string]interface{}{"key": a[1], "found": true, "value": string(v)})
+				out := map[string]interface{}{"key": a[1], "found": true}
+				setBytes(out, "value", v)
+				return g.printJSON(out)
 			}
 			_, err = g.stdout.Write(append(v, '\n'))
 			return err
 		},
 	}
-}
-
-func newScanCmd(g *globals) *cobra.Command {
-	var prefix, start, end string
-	var limit int
-	cmd := &cobra.Command{
-		Use:   "scan DIR [--prefix P | --start S --end E] [--limit N]",
-		Short: "List keys and values in order",
-		Args:  args("DIR"),
-		RunE: func(cmd *cobra.Command, a []string) error {
-			if limit < 0 {
-				return fmt.Errorf("%w: --limit must be at least 0", errUsage)
-			}
-			if prefix != "" && (start != "" || end != "") {
-				return fmt.Errorf("%w: use --prefix or --start/--end, not both", errUsage)
-			}
-			_, e, err := g.openReplica(a[0])
-			if err != nil {
-				return err
-			}
-			defer e.Close()
-			q := sm.ScanQuery{Prefix: []byte(prefix)}
-			if start != "" {
-				q.Start = []byte(start)
-			}
-			if end != "" {
-				q.End = []byte(end)
-			}
-			lo, hi := q.Range()
-			v, err := e.NewView()
-			if err != nil {
-				return err
-			}
-			defer v.Close()
-			type kv struct {
-				Key   string `json:"key"`
-				Value string `json:"value"`
-			}
-			pairs := []kv{}
-			err = v.Scan(lo, hi, limit, func(k, val []byte) bool {
-				pairs = append(pairs, kv{Key: string(k), Value: string(val)})
-				return true
-			})
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return g.printJSON(pairs)
-			}
-			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintf(w, "KEY\tVALUE\n")
-			for _, p := range pairs {
-				fmt.Fprintf(w, "%s\t%s\n", printable(p.Key), printable(p.Value))
-			}
-			return w.Flush()
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&prefix, "prefix", "", "only keys with this prefix")
-	f.StringVar(&start, "start", "", "first key (inclusive)")
-	f.StringVar(&end, "end", "", "last key (exclusive)")
-	f.IntVar(&limit, "limit", 100, "at most this many keys (0 for all)")
-	return cmd
 }
 
 // printable quotes strings a terminal would mangle.

@@ -98,7 +98,7 @@ func export(g *globals, t target, out string, ct pb.CompressionType, members map
 	defer e.Close()
 	index, err := e.AppliedIndex()
 	if err != nil {
-		return rep, fmt.Errorf("%w: applied index: %v", errOpen, err)
+		return rep, fmt.Errorf("%w: applied index: %w", errOpen, err)
 	}
 	if index == 0 {
 		return rep, fmt.Errorf("%w: replica has applied nothing; there is nothing to export", errProblems)
@@ -113,7 +113,7 @@ func export(g *globals, t target, out string, ct pb.CompressionType, members map
 			if errors.Is(err, errLive) {
 				return rep, err
 			}
-			return rep, fmt.Errorf("%w: cannot read the term and membership at index %d from the Raft log (pass --term and --members): %v",
+			return rep, fmt.Errorf("%w: cannot read the term and membership at index %d from the Raft log (pass --term and --members): %w",
 				errProblems, index, err)
 		}
 		if members == nil {
@@ -128,7 +128,7 @@ func export(g *globals, t target, out string, ct pb.CompressionType, members map
 	}
 
 	if err := os.MkdirAll(out, 0o755); err != nil {
-		return rep, fmt.Errorf("%w: %v", errOpen, err)
+		return rep, fmt.Errorf("%w: %w", errOpen, err)
 	}
 	name := fmt.Sprintf("snapshot-%016X", index)
 	final, err := filepath.Abs(filepath.Join(out, name))
@@ -142,7 +142,7 @@ func export(g *globals, t target, out string, ct pb.CompressionType, members map
 	// holds a half-written snapshot-* directory.
 	tmp, err := os.MkdirTemp(out, ".keelctl-export-")
 	if err != nil {
-		return rep, fmt.Errorf("%w: %v", errOpen, err)
+		return rep, fmt.Errorf("%w: %w", errOpen, err)
 	}
 	defer func() {
 		if err != nil {
@@ -151,7 +151,7 @@ func export(g *globals, t target, out string, ct pb.CompressionType, members map
 	}()
 	files, err := snapshot.ListImage(vfs.Default, e.Dir())
 	if err != nil {
-		return rep, fmt.Errorf("%w: %v", errOpen, err)
+		return rep, fmt.Errorf("%w: %w", errOpen, err)
 	}
 	h := snapshot.Header{ShardID: t.shardID, ReplicaID: t.replicaID, SnapshotIndex: index, ImageAppliedIndex: index}
 	for _, f := range files {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -31,14 +32,20 @@ type importPlan struct {
 	Members     map[uint64]string `json:"members"`
 	Removed     []uint64          `json:"removed"`
 	Rewrites    []string          `json:"rewrites"`
-	DryRun      bool              `json:"dry_run"`
-	Done        bool              `json:"done"`
+	// DeploymentID is the one DIR's NodeHost was created with, or, for a
+	// DIR without one, that of --cluster-id (ClusterID, recorded in
+	// DIR/cluster-id as keeld does).
+	DeploymentID uint64 `json:"deployment_id"`
+	ClusterID    string `json:"cluster_id,omitempty"`
+	DryRun       bool   `json:"dry_run"`
+	Done         bool   `json:"done"`
 }
 
 func newImportCmd(g *globals) *cobra.Command {
 	var snap, members string
 	var replicaID uint64
 	var dryRun bool
+	var clusterID string
 	cmd := &cobra.Command{
 		Use:   "import --snapshot PATH --members 1=HOST:PORT,... --replica-id N [--dry-run] DIR",
 		Short: "Disaster recovery: rewrite a stopped replica to restart from an exported snapshot",
@@ -68,6 +75,12 @@ the one DIR's NodeHost was created with, and a DIR a running process holds.
 			if err != nil {
 				return err
 			}
+			if plan.DeploymentID == 0 {
+				if err := host.CheckClusterName(clusterID); err != nil {
+					return fmt.Errorf("%w: --cluster-id: %v", errUsage, err)
+				}
+				plan.ClusterID, plan.DeploymentID = clusterID, host.DeploymentID(clusterID)
+			}
 			plan.DryRun = dryRun
 			if !dryRun {
 				if err := doImport(g, a[0], plan, m); err != nil {
@@ -87,6 +100,7 @@ the one DIR's NodeHost was created with, and a DIR a running process holds.
 	f.StringVar(&members, "members", "", `the shard's new membership, "1=host:port,2=host:port,..."`)
 	f.Uint64Var(&replicaID, "replica-id", 0, "the replica DIR holds (or will hold)")
 	f.BoolVar(&dryRun, "dry-run", false, "show what would change and write nothing")
+	f.StringVar(&clusterID, "cluster-id", "keel", "keeld's --cluster-id, for a DIR without a Raft log yet (an existing one keeps the ID it was created with)")
 	return cmd
 }
 
@@ -126,7 +140,7 @@ func planImport(g *globals, dir, snap string, members map[uint64]string, replica
 	// leave a directory that belongs to nobody.
 	reps, err := filepath.Glob(filepath.Join(smRoot, "shard-*", "replica-*"))
 	if err != nil {
-		return importPlan{}, fmt.Errorf("%w: %v", errUsage, err)
+		return importPlan{}, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	for _, r := range reps {
 		var s, id uint64
@@ -146,15 +160,22 @@ func planImport(g *globals, dir, snap string, members map[uint64]string, replica
 			return importPlan{}, err
 		}
 	}
-	if err := checkNodeHostAddress(nhDir, addr, replicaID); err != nil {
+	did, err := checkNodeHostAddress(nhDir, addr, replicaID)
+	if err != nil {
 		return importPlan{}, err
+	}
+	if did == 0 {
+		// No Raft log yet: keeld's record of the cluster, if DIR has one.
+		if b, err := os.ReadFile(filepath.Join(dir, "cluster-id")); err == nil {
+			did = host.DeploymentID(strings.TrimSpace(string(b)))
+		}
 	}
 	if err := checkImportMembers(ss.Membership, members); err != nil {
 		return importPlan{}, err
 	}
 	plan := importPlan{
 		Snapshot: snapDir, ShardID: shard, ReplicaID: replicaID, RaftAddress: addr,
-		Index: ss.Index, Term: ss.Term, Members: members, Removed: []uint64{},
+		Index: ss.Index, Term: ss.Term, Members: members, Removed: []uint64{}, DeploymentID: did,
 		Rewrites: []string{
 			nhDir + fmt.Sprintf(" (Raft log: the snapshot and the new membership replace replica %d's history; its snapshot directory is replaced)", replicaID),
 			filepath.Join(smRoot, fmt.Sprintf("shard-%d", shard), fmt.Sprintf("replica-%d", replicaID)) +
@@ -216,7 +237,7 @@ func checkNotLive(replicaDir string) error {
 		if isLockErr(err) {
 			return fmt.Errorf("%w: %s is held by a running process; stop it first", errLive, img)
 		}
-		return fmt.Errorf("%w: lock %s: %v", errOpen, img, err)
+		return fmt.Errorf("%w: lock %s: %w", errOpen, img, err)
 	}
 	err = lock.Close()
 	if statErr == nil {
@@ -229,31 +250,37 @@ func checkNotLive(replicaDir string) error {
 
 // checkNodeHostAddress refuses an address other than the one DIR's
 // NodeHost directory records (Dragonboat's dragonboat.ds flag file, a
-// RaftDataStatus), and a NodeHost directory a process holds.
-func checkNodeHostAddress(nhDir, addr string, replicaID uint64) error {
+// RaftDataStatus), and a NodeHost directory a process holds. It returns the
+// deployment ID recorded there (0 when there is no flag file): the import
+// must open the directory under it.
+func checkNodeHostAddress(nhDir, addr string, replicaID uint64) (uint64, error) {
 	// Dragonboat keeps one in the NodeHost directory and one in each
 	// <hostname>/<deployment ID> directory under it.
 	flags, err := filepath.Glob(filepath.Join(nhDir, "*", "*", "dragonboat.ds"))
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return 0, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if _, err := os.Stat(filepath.Join(nhDir, "dragonboat.ds")); err == nil {
 		flags = append([]string{filepath.Join(nhDir, "dragonboat.ds")}, flags...)
 	}
+	var did uint64
 	for _, f := range flags {
 		data, err := os.ReadFile(f)
 		if err != nil {
-			return fmt.Errorf("%w: %v", errOpen, err)
+			return 0, fmt.Errorf("%w: %w", errOpen, err)
 		}
 		var s pb.RaftDataStatus
 		if len(data) < 8 || !bytes.Equal(data[:8], gbsnap.FlagFileHash(data[8:])) || s.Unmarshal(data[8:]) != nil {
-			return fmt.Errorf("%w: %s is damaged; Dragonboat will not open this NodeHost directory", errNotKeel, f)
+			return 0, fmt.Errorf("%w: %s is damaged; Dragonboat will not open this NodeHost directory", errNotKeel, f)
 		}
 		if s.Address != addr {
-			return fmt.Errorf("%w: %s was created for Raft address %s, but --members gives replica %d %s", errUnsafe, nhDir, s.Address, replicaID, addr)
+			return 0, fmt.Errorf("%w: %s was created for Raft address %s, but --members gives replica %d %s", errUnsafe, nhDir, s.Address, replicaID, addr)
+		}
+		if did == 0 {
+			did = s.DeploymentId
 		}
 	}
-	return nil
+	return did, nil
 }
 
 // doImport runs host.Import with the NodeHostConfig keeld uses.
@@ -263,11 +290,17 @@ func doImport(g *globals, dir string, plan importPlan, members map[uint64]string
 		nhDir = filepath.Join(dir, "raft")
 	}
 	nhc := host.NodeHostConfig(nhDir, plan.RaftAddress)
+	nhc.DeploymentID = plan.DeploymentID
+	if plan.ClusterID != "" {
+		if err := writeClusterID(dir, plan.ClusterID); err != nil {
+			return fmt.Errorf("%w: %v", errOpen, err)
+		}
+	}
 	// Dragonboat logs what it does at length; keelctl reports the outcome.
 	host.UseSlog(slog.New(slog.NewTextHandler(io.Discard, nil)), slog.LevelError)
 	if err := host.Import(nhc, plan.Snapshot, members, plan.ReplicaID); err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
-			return fmt.Errorf("%w: %v", errOpen, err)
+			return fmt.Errorf("%w: %w", errOpen, err)
 		}
 		return err
 	}
@@ -295,4 +328,37 @@ func printPlan(g *globals, p importPlan) {
 	case p.Done:
 		fmt.Fprintf(g.stdout, "imported: start replica %d as after a reboot, with no initial members (keeld does)\n", p.ReplicaID)
 	}
+}
+
+// writeClusterID records name in DIR/cluster-id, as keeld does for a new
+// data directory, unless DIR has one; keeld then checks its --cluster-id
+// against it.
+func writeClusterID(dir, name string) error {
+	p := filepath.Join(dir, "cluster-id")
+	if _, err := os.Stat(p); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp := p + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(name + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, p)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(dir)
 }

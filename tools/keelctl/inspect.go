@@ -65,7 +65,7 @@ func inspect(g *globals, t target, exact bool) (inspectReport, error) {
 	rep := inspectReport{ShardID: t.shardID, ReplicaID: t.replicaID, ReplicaDir: t.replicaDir, Leftovers: []string{}}
 	root := engine.NewRoot(t.replicaDir, nil)
 	if rep.Image, err = root.Current(); err != nil {
-		return rep, fmt.Errorf("%w: %v", errOpen, err)
+		return rep, fmt.Errorf("%w: %w", errOpen, err)
 	}
 	var st engine.Stats
 	if exact {
@@ -74,7 +74,7 @@ func inspect(g *globals, t target, exact bool) (inspectReport, error) {
 		st, err = e.Stats(false)
 	}
 	if err != nil {
-		return rep, fmt.Errorf("%w: %v", errOpen, err)
+		return rep, fmt.Errorf("%w: %w", errOpen, err)
 	}
 	rep.AppliedIndex, rep.Keys, rep.Bytes, rep.Exact = st.AppliedIndex, st.Keys, st.Bytes, st.Exact
 	m := e.Metrics()
@@ -132,7 +132,7 @@ func printInspect(g *globals, r inspectReport) {
 	fmt.Fprintf(w, "keys\t%d (%s)\n", r.Keys, count)
 	fmt.Fprintf(w, "bytes\t%d (%s)\n", r.Bytes, count)
 	if r.RaftLog != nil {
-		fmt.Fprintf(w, "raft log\tfirst %d, last %d\n", r.RaftLog.FirstIndex, r.RaftLog.LastIndex)
+		fmt.Fprintf(w, "raft log\tfirst %d, last %d (stored from %d)\n", r.RaftLog.FirstIndex, r.RaftLog.LastIndex, r.RaftLog.StoredFirstIndex)
 		fmt.Fprintf(w, "last snapshot index\t%d\n", r.RaftLog.SnapshotIndex)
 		fmt.Fprintf(w, "raft dir allocated\t%d bytes\n", r.RaftLog.AllocatedBytes)
 	} else {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/keel-db/keel/engine"
 	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/internal/testkit/testcluster"
+	"github.com/keel-db/keel/internal/testkit/testutil"
 	"github.com/lni/dragonboat/v4"
 )
 
@@ -23,8 +25,11 @@ var update = flag.Bool("update", false, "rewrite golden files")
 
 const fixtureKeys = 300
 
-// fixture is a stopped three-replica cluster's directory, built once: every
-// replica applied the same fixtureKeys writes, and a snapshot was taken.
+// fixture is a stopped three-replica cluster's directory, built once by
+// the first test that needs it, with a testing.TB of its own
+// (testutil.Standalone): a failure fails every test that uses it with the
+// same error. Every replica applied the same fixtureKeys writes, and a
+// snapshot was taken.
 var fixture struct {
 	once sync.Once
 	dir  string
@@ -34,12 +39,19 @@ var fixture struct {
 	// the cluster's membership.
 	export  string
 	members map[uint64]string
+	// live is what each replica's NodeHost reported of its log just before
+	// the cluster stopped: the oracle for inspect.
+	live map[int]liveLog
+}
+
+type liveLog struct {
+	last, snapshot, onDisk uint64
 }
 
 func fixtureDir(t *testing.T) string {
 	t.Helper()
 	fixture.once.Do(func() {
-		fixture.dir, fixture.err = buildFixture(t)
+		fixture.err = testutil.Standalone("keelctl fixture", buildFixture)
 	})
 	if fixture.err != nil {
 		t.Fatal(fixture.err)
@@ -47,10 +59,10 @@ func fixtureDir(t *testing.T) string {
 	return fixture.dir
 }
 
-func buildFixture(t *testing.T) (string, error) {
+func buildFixture(t testing.TB) {
 	dir, err := os.MkdirTemp("", "keelctl-fixture-")
 	if err != nil {
-		return "", err
+		t.Fatal(err)
 	}
 	c := testcluster.New(t, 3, testcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -61,54 +73,65 @@ func buildFixture(t *testing.T) (string, error) {
 		if err := testcluster.Retry(ctx, func(ctx context.Context) error {
 			return leader.Client.Put(ctx, []byte(k), []byte(v))
 		}); err != nil {
-			return "", err
+			t.Fatal(err)
 		}
 	}
 	want := leader.Factory.StateMachine(c.ShardID, leader.ReplicaID).AppliedIndex()
-	waitApplied(c, want)
+	waitApplied(t, c, want)
 	// Snapshots are local: take one on every replica.
 	for _, n := range c.Running() {
 		if err := testcluster.Retry(ctx, func(ctx context.Context) error {
 			_, err := n.NH.SyncRequestSnapshot(ctx, c.ShardID, dragonboat.DefaultSnapshotOption)
 			return err
 		}); err != nil {
-			return "", err
+			t.Fatal(err)
 		}
 	}
 	// An export taken by Keel itself while the cluster runs, for verify and
 	// import.
+	var export string
 	if err := testcluster.Retry(ctx, func(ctx context.Context) error {
 		var err error
-		_, fixture.export, err = host.Export(ctx, leader.NH, c.ShardID, filepath.Join(dir, "export"))
+		_, export, err = host.Export(ctx, leader.NH, c.ShardID, filepath.Join(dir, "export"))
 		return err
 	}); err != nil {
-		return "", err
+		t.Fatal(err)
 	}
-	fixture.members = c.Members
 	// One more write after the snapshot, so the log is not empty.
 	if err := testcluster.Retry(ctx, func(ctx context.Context) error {
 		return leader.Client.Put(ctx, []byte("last"), []byte("write"))
 	}); err != nil {
-		return "", err
+		t.Fatal(err)
 	}
-	waitApplied(c, leader.Factory.StateMachine(c.ShardID, leader.ReplicaID).AppliedIndex())
+	waitApplied(t, c, leader.Factory.StateMachine(c.ShardID, leader.ReplicaID).AppliedIndex())
+	live := map[int]liveLog{}
+	for _, n := range c.Running() {
+		lr, err := n.NH.GetLogReader(c.ShardID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, last := lr.GetRange()
+		ss := lr.Snapshot()
+		live[int(n.ReplicaID)] = liveLog{last: last, snapshot: ss.Index, onDisk: ss.OnDiskIndex}
+	}
 	c.Close()
 	for id := range c.Nodes {
 		if err := os.CopyFS(filepath.Join(dir, fmt.Sprintf("node-%d", id)), os.DirFS(c.Nodes[id].Dir)); err != nil {
-			return "", err
+			t.Fatal(err)
 		}
 	}
-	return dir, nil
+	fixture.dir, fixture.export, fixture.members, fixture.live = dir, export, c.Members, live
 }
 
-func waitApplied(c *testcluster.Cluster, want uint64) {
-	c.WaitFor(30*time.Second, "all replicas to apply everything", func() bool {
+func waitApplied(t testing.TB, c *testcluster.Cluster, want uint64) {
+	t.Helper()
+	testutil.Eventually(t, 30*time.Second, func() error {
 		for _, n := range c.Running() {
-			if n.Factory.StateMachine(c.ShardID, n.ReplicaID).AppliedIndex() < want {
-				return false
+			if got := n.Factory.StateMachine(c.ShardID, n.ReplicaID).AppliedIndex(); got < want {
+				return fmt.Errorf("replica %d applied %d, want %d", n.ReplicaID, got, want)
 			}
 		}
-		return true
+		return nil
 	})
 }
 
@@ -161,14 +184,24 @@ func TestInspect(t *testing.T) {
 	if rep.RaftLog == nil {
 		t.Fatalf("no raft log info: %s", rep.RaftLogError)
 	}
-	if rep.RaftLog.SnapshotIndex == 0 || rep.RaftLog.LastIndex < rep.AppliedIndex || rep.AppliedIndex < rep.RaftLog.SnapshotOnDiskIndex {
-		t.Fatalf("raft log %+v vs applied %d", *rep.RaftLog, rep.AppliedIndex)
+	// The reader must say what the NodeHost said: Dragonboat's restart
+	// view starts the log one above the snapshot and ends at the last entry
+	// it saved.
+	live := fixture.live[1]
+	if got := *rep.RaftLog; got.LastIndex != live.last || got.SnapshotIndex != live.snapshot ||
+		got.SnapshotOnDiskIndex != live.onDisk || got.FirstIndex != live.snapshot+1 ||
+		got.StoredFirstIndex == 0 || got.StoredFirstIndex > got.FirstIndex {
+		t.Fatalf("raft log %+v, NodeHost reported %+v", got, live)
+	}
+	if live.snapshot == 0 || rep.AppliedIndex != live.last {
+		t.Fatalf("NodeHost reported %+v, applied %d: the fixture is not the case under test", live, rep.AppliedIndex)
 	}
 	if rep.RaftLog.AllocatedBytes <= 0 || len(rep.Leftovers) != 0 || len(rep.Levels) != 7 {
 		t.Fatalf("report %+v", rep)
 	}
 	r = keelctl("inspect", node(t, 2))
-	if r.code != 0 || !strings.Contains(r.stdout, "applied index") || !strings.Contains(r.stdout, "replica      2") && !strings.Contains(r.stdout, "replica") {
+	if r.code != 0 || !regexp.MustCompile(`(?m)^replica +2$`).MatchString(r.stdout) ||
+		!regexp.MustCompile(fmt.Sprintf(`(?m)^raft log +first %d, last %d `, fixture.live[2].snapshot+1, fixture.live[2].last)).MatchString(r.stdout) {
 		t.Fatalf("exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
 }
@@ -185,8 +218,11 @@ func TestGetScanHash(t *testing.T) {
 	r = keelctl("scan", node(t, 1), "--prefix", "key/001", "--limit", "3")
 	golden(t, "scan_prefix.txt", r.stdout)
 	r = keelctl("scan", "--json", node(t, 1), "--start", "key/0100", "--end", "key/0103")
-	var pairs []struct{ Key, Value string }
-	if err := json.Unmarshal([]byte(r.stdout), &pairs); err != nil || len(pairs) != 3 || pairs[2].Key != "key/0102" {
+	var sc struct {
+		Pairs []struct{ Key, Value string }
+		More  bool
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &sc); err != nil || len(sc.Pairs) != 3 || sc.Pairs[2].Key != "key/0102" || sc.More {
 		t.Fatalf("scan json: %v %q", err, r.stdout)
 	}
 	var hashes []string

@@ -79,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	cmd.SetArgs(args)
 	err := cmd.Execute()
 	if err != nil && strings.HasPrefix(err.Error(), "unknown command") {
-		err = fmt.Errorf("%w: %v", errUsage, err)
+		err = fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "keelctl: %v\n", err)

@@ -43,11 +43,11 @@ Exit codes: 0 ok, 1 problems found, 2 usage error, 3 directory unusable
 	pf := root.PersistentFlags()
 	pf.BoolVar(&g.json, "json", false, "print JSON instead of tables")
 	pf.StringVar(&g.nodeHostDir, "nodehost-dir", "", "Dragonboat NodeHost directory (default DIR/raft)")
-	pf.StringVar(&g.smRoot, "sm-root", "", "Keel state root, plugin.Config.RootDir (default DIR/sm)")
+	pf.StringVar(&g.smRoot, "sm-root", "", "Keel state root, host.Config.RootDir (default DIR/sm)")
 	pf.Uint64Var(&g.shardID, "shard", 0, "shard ID, when the root holds more than one replica")
 	pf.Uint64Var(&g.replicaID, "replica", 0, "replica ID, when the root holds more than one replica")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	})
 	root.AddCommand(
 		newInspectCmd(g),

@@ -449,7 +449,9 @@ func TestExportImportRoundTrip(t *testing.T) {
 			NodeHostDir:    filepath.Join(dir, "raft"),
 			RTTMillisecond: 5,
 			RaftAddress:    members[id],
-			Expert:         config.ExpertConfig{LogDB: host.LogDBConfig()},
+			// A fresh DIR is imported for --cluster-id's default.
+			DeploymentID: host.DeploymentID("keel"),
+			Expert:       config.ExpertConfig{LogDB: host.LogDBConfig()},
 		})
 		if err != nil {
 			t.Fatalf("replica %d: NodeHost: %v", id, err)
@@ -494,8 +496,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 		}
 	}
 	// Every replica converges on the same state holding old and new keys.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testutil.Eventually(t, 60*time.Second, func() error {
 		var hs []string
 		for _, cl := range clients {
 			h, err := cl.LocalHash()
@@ -506,13 +507,10 @@ func TestExportImportRoundTrip(t *testing.T) {
 			hs = append(hs, fmt.Sprintf("%d/%d/%s", h.AppliedIndex, h.Keys, h.Hash))
 		}
 		if hs[0] == hs[1] && hs[1] == hs[2] && strings.Contains(hs[0], fmt.Sprintf("/%d/", fixtureKeys+1+50)) {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replicas did not converge: %v (source hash %+v)", hs, srcHash)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("replicas did not converge: %v (source hash %+v)", hs, srcHash)
+	})
 }
 
 func TestHelpGolden(t *testing.T) {

@@ -36,16 +36,16 @@ func (g *globals) resolve(dir string) (target, error) {
 	st, err := os.Stat(dir)
 	switch {
 	case err != nil && dir != "":
-		return t, fmt.Errorf("%w: %v", errNotKeel, err)
+		return t, fmt.Errorf("%w: %w", errNotKeel, err)
 	case err == nil && !st.IsDir():
 		return t, fmt.Errorf("%w: %s is not a directory", errNotKeel, dir)
 	}
 	matches, err := filepath.Glob(filepath.Join(t.smRoot, "shard-*", "replica-*"))
 	if err != nil {
-		return t, fmt.Errorf("%w: %v", errUsage, err)
+		return t, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	type rep struct{ shard, replica uint64 }
-	var found []rep
+	var found, all []rep
 	for _, m := range matches {
 		var r rep
 		if _, err := fmt.Sscanf(filepath.Base(filepath.Dir(m)), "shard-%d", &r.shard); err != nil {
@@ -54,15 +54,26 @@ func (g *globals) resolve(dir string) (target, error) {
 		if _, err := fmt.Sscanf(filepath.Base(m), "replica-%d", &r.replica); err != nil {
 			continue
 		}
+		all = append(all, r)
 		if (g.shardID == 0 || g.shardID == r.shard) && (g.replicaID == 0 || g.replicaID == r.replica) {
 			found = append(found, r)
 		}
 	}
-	sort.Slice(found, func(i, j int) bool {
-		return found[i].shard < found[j].shard || (found[i].shard == found[j].shard && found[i].replica < found[j].replica)
-	})
+	for _, rs := range [][]rep{found, all} {
+		sort.Slice(rs, func(i, j int) bool {
+			return rs[i].shard < rs[j].shard || (rs[i].shard == rs[j].shard && rs[i].replica < rs[j].replica)
+		})
+	}
 	switch len(found) {
 	case 0:
+		if len(all) > 0 {
+			// A --shard or --replica that matches none: name what is there.
+			var names []string
+			for _, r := range all {
+				names = append(names, fmt.Sprintf("shard %d replica %d", r.shard, r.replica))
+			}
+			return t, fmt.Errorf("%w: %s holds no replica matching %s; it holds %s", errUsage, t.smRoot, g.filterName(), strings.Join(names, ", "))
+		}
 		return t, fmt.Errorf("%w: no Keel replica under %s (expected %s)", errNotKeel,
 			t.smRoot, filepath.Join("shard-N", "replica-M"))
 	case 1:
@@ -78,6 +89,18 @@ func (g *globals) resolve(dir string) (target, error) {
 	return t, nil
 }
 
+// filterName says which --shard/--replica were asked for.
+func (g *globals) filterName() string {
+	var parts []string
+	if g.shardID != 0 {
+		parts = append(parts, fmt.Sprintf("--shard %d", g.shardID))
+	}
+	if g.replicaID != 0 {
+		parts = append(parts, fmt.Sprintf("--replica %d", g.replicaID))
+	}
+	return strings.Join(parts, " ")
+}
+
 // openEngine opens the replica's live image read-only. Pebble takes its
 // directory lock even read-only, so a replica a running process holds is
 // refused with errLive.
@@ -85,7 +108,7 @@ func (t target) openEngine() (*engine.Engine, error) {
 	root := engine.NewRoot(t.replicaDir, nil)
 	cur, err := root.Current()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errOpen, err)
+		return nil, fmt.Errorf("%w: %w", errOpen, err)
 	}
 	if cur == "" {
 		return nil, fmt.Errorf("%w: %s has no CURRENT image pointer", errNotKeel, t.replicaDir)
@@ -96,7 +119,7 @@ func (t target) openEngine() (*engine.Engine, error) {
 		if isLockErr(err) {
 			return nil, fmt.Errorf("%w: %s is held by a running process; stop it first", errLive, imgDir)
 		}
-		return nil, fmt.Errorf("%w: lock %s: %v", errOpen, imgDir, err)
+		return nil, fmt.Errorf("%w: lock %s: %w", errOpen, imgDir, err)
 	}
 	// Pebble takes the lock itself on open; release ours first.
 	_ = lock.Close()
@@ -105,7 +128,7 @@ func (t target) openEngine() (*engine.Engine, error) {
 		if isLockErr(err) {
 			return nil, fmt.Errorf("%w: %s is held by a running process; stop it first", errLive, imgDir)
 		}
-		return nil, fmt.Errorf("%w: %v", errOpen, err)
+		return nil, fmt.Errorf("%w: %w", errOpen, err)
 	}
 	return e, nil
 }

@@ -70,7 +70,7 @@ naming the first problem.`,
 func findSnapshot(path string) (kind, dir, file string, err error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return "", "", "", fmt.Errorf("%w: %v", errNotKeel, err)
+		return "", "", "", fmt.Errorf("%w: %w", errNotKeel, err)
 	}
 	if !st.IsDir() {
 		if !st.Mode().IsRegular() {
@@ -78,7 +78,7 @@ func findSnapshot(path string) (kind, dir, file string, err error) {
 		}
 		f, err := os.Open(path)
 		if err != nil {
-			return "", "", "", fmt.Errorf("%w: %v", errOpen, err)
+			return "", "", "", fmt.Errorf("%w: %w", errOpen, err)
 		}
 		magic := make([]byte, 8)
 		n, _ := io.ReadFull(f, magic)
@@ -91,7 +91,7 @@ func findSnapshot(path string) (kind, dir, file string, err error) {
 	list := func(d string) (snaps, subs []string, meta bool, err error) {
 		ents, err := os.ReadDir(d)
 		if err != nil {
-			return nil, nil, false, fmt.Errorf("%w: %v", errOpen, err)
+			return nil, nil, false, fmt.Errorf("%w: %w", errOpen, err)
 		}
 		for _, e := range ents {
 			switch {
@@ -145,7 +145,7 @@ func verifyPath(g *globals, path string) (verifyReport, error) {
 	rep := verifyReport{Path: path, Kind: kind}
 	st, err := os.Stat(file)
 	if err != nil {
-		return rep, fmt.Errorf("%w: %v", errOpen, err)
+		return rep, fmt.Errorf("%w: %w", errOpen, err)
 	}
 	bar := g.progress(st.Size(), "verifying")
 	defer bar.Close()
@@ -154,7 +154,7 @@ func verifyPath(g *globals, path string) (verifyReport, error) {
 	case "stream":
 		f, err := os.Open(file)
 		if err != nil {
-			return rep, fmt.Errorf("%w: %v", errOpen, err)
+			return rep, fmt.Errorf("%w: %w", errOpen, err)
 		}
 		defer f.Close()
 		r := &countReader{r: f, add: progress}
@@ -191,9 +191,9 @@ func verifyErr(name string, err error) error {
 		err = fmt.Errorf("%s: %w", name, err)
 	}
 	if errors.Is(err, gbsnap.ErrDamaged) {
-		return fmt.Errorf("%w: %v", errBadSnapshot, err)
+		return fmt.Errorf("%w: %w", errBadSnapshot, err)
 	}
-	return fmt.Errorf("%w: %v", errOpen, err)
+	return fmt.Errorf("%w: %w", errOpen, err)
 }
 
 func describeMetadata(ss pb.Snapshot) *metadataInfo {

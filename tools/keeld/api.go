@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keel-db/keel/client"
 	"github.com/keel-db/keel/host"
@@ -39,14 +40,33 @@ func (s *server) handleScan(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	sq := client.ScanQuery{Prefix: optKey(q, "prefix"), Start: optKey(q, "start"), End: optKey(q, "end")}
+	enc := q.Get("encoding")
+	if enc != "" && enc != "base64" {
+		s.fail(w, fmt.Errorf("%w: encoding=%q: only base64 is supported", errBadRequest, enc))
+		return
+	}
+	var sq client.ScanQuery
 	for _, p := range []struct {
 		name string
-		v    []byte
-	}{{"prefix", sq.Prefix}, {"start", sq.Start}, {"end", sq.End}} {
-		if len(p.v) > sm.MaxKeySize {
-			s.fail(w, fmt.Errorf("%w: %s of %d bytes is over the %d byte limit", errBadRequest, p.name, len(p.v), sm.MaxKeySize))
+		dst  *[]byte
+	}{{"prefix", &sq.Prefix}, {"start", &sq.Start}, {"end", &sq.End}} {
+		v := q.Get(p.name)
+		if v == "" {
+			continue
+		}
+		b := []byte(v)
+		if enc == "base64" {
+			if b, err = decodeBase64(p.name, v); err != nil {
+				s.fail(w, err)
+				return
+			}
+		}
+		if len(b) > sm.MaxKeySize {
+			s.fail(w, fmt.Errorf("%w: %s of %d bytes is over the %d byte limit", errBadRequest, p.name, len(b), sm.MaxKeySize))
 			return
+		}
+		if len(b) > 0 {
+			*p.dst = b
 		}
 	}
 	if l := q.Get("limit"); l != "" {
@@ -57,20 +77,9 @@ func (s *server) handleScan(w http.ResponseWriter, r *http.Request) {
 		}
 		sq.Limit = n
 	}
-	enc := q.Get("encoding")
-	if enc != "" && enc != "base64" {
-		s.fail(w, fmt.Errorf("%w: encoding=%q: only base64 is supported", errBadRequest, enc))
-		return
-	}
 	var res client.ScanResult
 	err = s.metrics.timeRead("scan", stale, func() error {
-		if stale {
-			res, err = s.client.StaleScan(sq)
-			return err
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
-		defer cancel()
-		res, err = s.client.Scan(ctx, sq)
+		res, err = s.scanShards(r, sq, stale, enc == "base64")
 		return err
 	})
 	if err != nil {
@@ -80,6 +89,9 @@ func (s *server) handleScan(w http.ResponseWriter, r *http.Request) {
 	conv := func(b []byte) any { return string(b) }
 	if enc == "base64" {
 		conv = func(b []byte) any { return b } // encoding/json writes []byte as base64
+	} else if err := checkUTF8(res); err != nil {
+		s.fail(w, err)
+		return
 	}
 	out := scanResponse{Pairs: make([]scanPair, len(res.Pairs)), More: res.More}
 	for i, kv := range res.Pairs {
@@ -91,10 +103,19 @@ func (s *server) handleScan(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// optKey returns a query parameter's bytes, nil when absent or empty.
-func optKey(q url.Values, name string) []byte {
-	if v := q.Get(name); v != "" {
-		return []byte(v)
+// checkUTF8 refuses a scan result a JSON string cannot carry exactly:
+// encoding/json would write U+FFFD for each byte that is not UTF-8, so two
+// keys could print alike and a next_key sent back as start would sort
+// before the real key and return the same page forever.
+func checkUTF8(res client.ScanResult) error {
+	bad := func(b []byte) bool { return !utf8.Valid(b) }
+	for _, kv := range res.Pairs {
+		if bad(kv.Key) || bad(kv.Value) {
+			return fmt.Errorf("%w: the scan reached key %q, whose key or value is not UTF-8 and cannot be a JSON string; scan with encoding=base64", errBadRequest, kv.Key)
+		}
+	}
+	if res.More && bad(res.NextKey) {
+		return fmt.Errorf("%w: the next key %q is not UTF-8 and cannot be a JSON string; scan with encoding=base64", errBadRequest, res.NextKey)
 	}
 	return nil
 }
@@ -102,9 +123,12 @@ func optKey(q url.Values, name string) []byte {
 // txnRequest is POST /txn's body. Each condition sets exactly one of
 // Absent, Exists and Equals; each operation sets exactly one of Put (with
 // Value) and Delete.
+// With Encoding "base64" every key, value and "equals" is base64
+// (standard alphabet, padded), for binary data JSON strings cannot carry.
 type txnRequest struct {
-	If   []txnCond `json:"if"`
-	Then []txnOp   `json:"then"`
+	If       []txnCond `json:"if"`
+	Then     []txnOp   `json:"then"`
+	Encoding string    `json:"encoding"`
 }
 
 type txnCond struct {
@@ -128,16 +152,31 @@ type txnResponse struct {
 }
 
 // decodeTxn parses and checks a txn body. Nothing here panics on any input:
-// unknown fields, trailing data and every shape error are refused.
+// unknown fields, a name given twice, text that is not UTF-8, trailing
+// data and every shape error are refused.
 func decodeTxn(body []byte) ([]client.Cond, []client.TxnOp, error) {
+	if err := checkJSONText(body); err != nil {
+		return nil, nil, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	var req txnRequest
 	if err := dec.Decode(&req); err != nil {
-		return nil, nil, fmt.Errorf("%w: txn body is not valid JSON of the documented shape: %v", errBadRequest, err)
+		return nil, nil, jsonDecodeError("txn body", err)
 	}
 	if dec.More() {
 		return nil, nil, fmt.Errorf("%w: txn body has data after the JSON object", errBadRequest)
+	}
+	if bytes.Equal(bytes.TrimSpace(body), []byte("null")) {
+		return nil, nil, fmt.Errorf("%w: txn body must be a JSON object, not null", errBadRequest)
+	}
+	bin := func(where, s string) ([]byte, error) { return []byte(s), nil }
+	switch req.Encoding {
+	case "":
+	case "base64":
+		bin = decodeBase64
+	default:
+		return nil, nil, fmt.Errorf(`%w: txn "encoding": %q: only "base64" is supported`, errBadRequest, req.Encoding)
 	}
 	if len(req.Then) == 0 {
 		return nil, nil, fmt.Errorf(`%w: txn needs at least one operation in "then"`, errBadRequest)
@@ -151,7 +190,10 @@ func decodeTxn(body []byte) ([]client.Cond, []client.TxnOp, error) {
 		if c.Key == nil {
 			return nil, nil, fmt.Errorf(`%w: %s has no "key"`, errBadRequest, where)
 		}
-		k := []byte(*c.Key)
+		k, err := bin(where+".key", *c.Key)
+		if err != nil {
+			return nil, nil, err
+		}
 		if err := checkKey(where+".key", k); err != nil {
 			return nil, nil, err
 		}
@@ -167,7 +209,10 @@ func decodeTxn(body []byte) ([]client.Cond, []client.TxnOp, error) {
 		}
 		if c.Equals != nil {
 			kinds++
-			v := []byte(*c.Equals)
+			v, err := bin(where+".equals", *c.Equals)
+			if err != nil {
+				return nil, nil, err
+			}
 			if err := checkValue(v); err != nil {
 				return nil, nil, err
 			}
@@ -186,7 +231,14 @@ func decodeTxn(body []byte) ([]client.Cond, []client.TxnOp, error) {
 			if o.Value == nil {
 				return nil, nil, fmt.Errorf(`%w: %s puts without a "value"`, errBadRequest, where)
 			}
-			k, v := []byte(*o.Put), []byte(*o.Value)
+			k, err := bin(where+".put", *o.Put)
+			if err != nil {
+				return nil, nil, err
+			}
+			v, err := bin(where+".value", *o.Value)
+			if err != nil {
+				return nil, nil, err
+			}
 			if err := checkKey(where+".put", k); err != nil {
 				return nil, nil, err
 			}
@@ -198,7 +250,10 @@ func decodeTxn(body []byte) ([]client.Cond, []client.TxnOp, error) {
 			if o.Value != nil {
 				return nil, nil, fmt.Errorf(`%w: %s deletes but has a "value"`, errBadRequest, where)
 			}
-			k := []byte(*o.Delete)
+			k, err := bin(where+".delete", *o.Delete)
+			if err != nil {
+				return nil, nil, err
+			}
 			if err := checkKey(where+".delete", k); err != nil {
 				return nil, nil, err
 			}
@@ -221,11 +276,21 @@ func (s *server) handleTxn(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	shard, err := s.txnShard(conds, ops)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	ls := s.route.hosted(shard)
+	if ls == nil {
+		s.forward(w, r, shard, body)
+		return
+	}
+	ctx, cancel := requestContext(r)
 	defer cancel()
 	var res client.TxnResult
 	err = s.metrics.timeProposal("txn", func() error {
-		res, err = s.client.Txn(ctx, conds, ops)
+		res, err = ls.client.Txn(ctx, conds, ops)
 		return err
 	})
 	if err != nil {
@@ -239,9 +304,11 @@ func (s *server) handleTxn(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// replicaIDFromPath parses /admin/members/{id}.
+// replicaIDFromPath parses the {id} of /admin/members/{id} and
+// /admin/shards/{shard}/members/{id}.
 func replicaIDFromPath(r *http.Request) (uint64, error) {
-	s := strings.TrimPrefix(r.URL.EscapedPath(), "/admin/members/")
+	p := r.URL.EscapedPath()
+	s := p[strings.LastIndex(p, "/members/")+len("/members/"):]
 	id, err := strconv.ParseUint(s, 10, 64)
 	if err != nil || id == 0 {
 		return 0, fmt.Errorf("%w: replica ID %q must be a number above 0", errBadRequest, s)
@@ -253,6 +320,10 @@ func (s *server) handleAddMember(w http.ResponseWriter, r *http.Request) {
 	id, err := replicaIDFromPath(r)
 	if err != nil {
 		s.fail(w, err)
+		return
+	}
+	shard, ok := s.adminShard(w, r)
+	if !ok {
 		return
 	}
 	// addr may come in the query or as a form body ("addr=host:port",
@@ -277,11 +348,15 @@ func (s *server) handleAddMember(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	if err := s.nh.SyncRequestAddReplica(ctx, s.cfg.ShardID, id, addr, 0); err != nil {
+	if err := s.checkAdd(ctx, shard, id, addr); err != nil {
 		s.fail(w, fmt.Errorf("add replica %d at %s: %w", id, addr, err))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"added": id, "addr": addr})
+	if err := s.nh.SyncRequestAddReplica(ctx, shard, id, addr, 0); err != nil {
+		s.fail(w, fmt.Errorf("add replica %d at %s: %w", id, addr, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"shard": shard, "added": id, "addr": addr})
 }
 
 func (s *server) handleDeleteMember(w http.ResponseWriter, r *http.Request) {
@@ -290,19 +365,44 @@ func (s *server) handleDeleteMember(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	shard, ok := s.adminShard(w, r)
+	if !ok {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	if err := s.nh.SyncRequestDeleteReplica(ctx, s.cfg.ShardID, id, 0); err != nil {
+	if err := s.checkDelete(ctx, shard, id); err != nil {
 		s.fail(w, fmt.Errorf("delete replica %d: %w", id, err))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"removed": id})
+	if err := s.nh.SyncRequestDeleteReplica(ctx, shard, id, 0); err != nil {
+		s.fail(w, fmt.Errorf("delete replica %d: %w", id, err))
+		return
+	}
+	out := map[string]any{"shard": shard, "removed": id}
+	// This process's own replica: it is no longer a member, so its Raft
+	// data and its tablet go too, and the disk comes back.
+	if ls := s.route.hosted(shard); ls != nil && s.removeReplica != nil && id == s.replicaOf(shard) {
+		ls.removed.Store(true)
+		freed, err := s.removeReplica(ctx, shard, id)
+		if err != nil {
+			s.log.Warn("removed replica's data not deleted", "shard", shard, "replica", id, "err", err)
+			out["cleanup_error"] = err.Error()
+		} else {
+			out["freed_bytes"] = freed
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
+	shard, ok := s.adminShard(w, r)
+	if !ok {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	idx, err := s.nh.SyncRequestSnapshot(ctx, s.cfg.ShardID, dragonboat.DefaultSnapshotOption)
+	idx, err := s.nh.SyncRequestSnapshot(ctx, shard, dragonboat.DefaultSnapshotOption)
 	if errors.Is(err, dragonboat.ErrRejected) {
 		s.fail(w, fmt.Errorf("snapshot: %w: nothing was applied since the last snapshot", err))
 		return
@@ -311,7 +411,7 @@ func (s *server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, fmt.Errorf("snapshot: %w", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"index": idx})
+	writeJSON(w, http.StatusOK, map[string]any{"shard": shard, "index": idx})
 }
 
 // exportTimeout bounds POST /admin/export: the image is written whole
@@ -324,15 +424,56 @@ const exportTimeout = 30 * time.Minute
 // restore it with keelctl import). The directory comes from the command
 // line, never from the request, so the API cannot write elsewhere.
 func (s *server) handleExport(w http.ResponseWriter, r *http.Request) {
+	shard, ok := s.adminShard(w, r)
+	if !ok {
+		return
+	}
 	// The server's write deadline suits ordinary requests; an export of a
 	// large state outlives it.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(exportTimeout + time.Minute))
 	ctx, cancel := context.WithTimeout(r.Context(), exportTimeout)
 	defer cancel()
-	idx, path, err := host.Export(ctx, s.nh, s.cfg.ShardID, s.cfg.ExportDir)
+	idx, path, err := host.Export(ctx, s.nh, shard, s.cfg.ExportDir)
+	if errors.Is(err, dragonboat.ErrRejected) {
+		s.fail(w, fmt.Errorf("export: %w: nothing was applied since the last snapshot or export, so there is nothing new to export", err))
+		return
+	}
 	if err != nil {
 		s.fail(w, fmt.Errorf("export: %w", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"index": idx, "path": path})
+	writeJSON(w, http.StatusOK, map[string]any{"shard": shard, "index": idx, "path": path})
+}
+
+// adminShard is the shard an admin request is for: {shard} in
+// /admin/shards/{shard}/..., else the first shard this process hosts
+// (cfg.ShardID: the single-shard endpoints). A shard hosted elsewhere is
+// forwarded, and ok is false.
+func (s *server) adminShard(w http.ResponseWriter, r *http.Request) (uint64, bool) {
+	p := r.URL.EscapedPath()
+	if !strings.HasPrefix(p, "/admin/shards/") {
+		return s.cfg.ShardID, true
+	}
+	rest := strings.TrimPrefix(p, "/admin/shards/")
+	idStr, _, _ := strings.Cut(rest, "/")
+	shard, err := strconv.ParseUint(idStr, 10, 64)
+	if err != nil || shard == 0 || shard > s.route.n && s.route.n > 1 {
+		s.fail(w, fmt.Errorf("%w: shard %q: shards are numbered 1 to %d", errNotFound, idStr, max(s.route.n, s.cfg.ShardID)))
+		return 0, false
+	}
+	if s.route.hosted(shard) == nil {
+		s.forward(w, r, shard, nil)
+		return 0, false
+	}
+	return shard, true
+}
+
+// replicaOf is this process's replica ID in shard (0 if none).
+func (s *server) replicaOf(shard uint64) uint64 {
+	for _, p := range s.cfg.Sharding.Placement {
+		if p.ShardID == shard {
+			return p.ReplicaID
+		}
+	}
+	return 0
 }

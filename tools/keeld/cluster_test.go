@@ -21,7 +21,10 @@ const catchUpTimeout = 60 * time.Second
 
 // startCluster starts three keeld processes forming one shard, retrying with
 // fresh ports when one lost a port race.
-func startCluster(t *testing.T) []*node {
+func startCluster(t *testing.T) []*node { t.Helper(); return startClusterWith(t) }
+
+// startClusterWith is startCluster with more flags for every process.
+func startClusterWith(t *testing.T, extra ...string) []*node {
 	t.Helper()
 	dir := t.TempDir()
 	for attempt := 0; ; attempt++ {
@@ -32,7 +35,7 @@ func startCluster(t *testing.T) []*node {
 			members[uint64(i+1)] = nodes[i].raftAddr
 		}
 		for i, n := range nodes {
-			n.extra = []string{"--replica-id", fmt.Sprint(i + 1), "--members", host.FormatMembers(members)}
+			n.extra = append([]string{"--replica-id", fmt.Sprint(i + 1), "--members", host.FormatMembers(members)}, extra...)
 			n.start()
 		}
 		var err error

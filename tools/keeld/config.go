@@ -56,6 +56,16 @@ type config struct {
 	GoMemoryLimitMiB int64
 	// Security holds TLS, token and connection-limit settings (security.go).
 	Security securityConfig
+	// Sharding holds --shards and --shard-map and the replicas this
+	// process runs (placement.go). ShardID and ReplicaID name the first of
+	// them, the one the single-shard endpoints and top-level /status fields
+	// describe.
+	Sharding shardingConfig
+	// ClusterID names the cluster; its hash is Dragonboat's deployment ID
+	// (cluster.go).
+	ClusterID string
+	// DiskReserve and DiskBallast size the disk guard (diskguard.go).
+	DiskReserve, DiskBallast diskSize
 }
 
 // Defaults for a single-replica cluster on loopback.
@@ -106,7 +116,12 @@ func newFlagSet(c *config, members, logLevel *string) *flag.FlagSet {
 	fs.Int64Var(&c.GoMemoryLimitMiB, "go-memory-limit", defaultGoMemoryLimitMiB, "soft limit on the Go heap, MiB (0: none; GOMEMLIMIT overrides it); Pebble's caches are outside it")
 	fs.Int64Var(&c.SnapshotRateMiB, "snapshot-rate", 0, "cap on how fast this replica streams a snapshot to a follower or exports one, MiB/s (0: no cap)")
 	fs.IntVar(&c.WriteBatch, "write-batch", defaultWriteBatch, fmt.Sprintf("most concurrent PUT/DELETE /kv writes sent in one Raft proposal (group commit, e.g. 256; 1, the default, turns it off; at most %d)", sm.MaxTxnItems))
+	c.DiskReserve, c.DiskBallast = defaultDiskReserve, defaultDiskBallast
+	fs.Var(&c.DiskReserve, "disk-reserve", "refuse writes (507) while the data directory's filesystem has less free space than this: bytes (256MiB, 1GiB) or a share of it (5%); 0 turns the reserve off")
+	fs.Var(&c.DiskBallast, "disk-ballast", "space held in <data-dir>/ballast and given back when the disk fills, so Raft and Pebble can finish their writes; bytes or a share of the filesystem; 0 for none")
 	addSecurityFlags(fs, &c.Security)
+	addClusterFlag(fs, &c.ClusterID)
+	addShardingFlags(fs, &c.Sharding)
 	return fs
 }
 
@@ -164,6 +179,9 @@ func parseFlags(args []string) (config, error) {
 	if err := c.Security.check(); err != nil {
 		return c, err
 	}
+	if err := checkClusterFlag(c.ClusterID); err != nil {
+		return c, err
+	}
 	if c.ShardID == 0 {
 		return c, fmt.Errorf("%w: --shard-id must be above 0", errUsage)
 	}
@@ -201,8 +219,11 @@ func parseFlags(args []string) (config, error) {
 	if err := host.CheckHostPort(c.RaftAddr, false); err != nil {
 		return c, fmt.Errorf("%w: --raft-addr: %v", errUsage, err)
 	}
-	if !c.Join && c.Members == nil {
+	if !c.Join && c.Members == nil && c.Sharding.ShardMapFile == "" {
 		c.Members = map[uint64]string{c.ReplicaID: c.RaftAddr}
+	}
+	if err := c.resolvePlacement(set); err != nil {
+		return c, err
 	}
 	return c, nil
 }

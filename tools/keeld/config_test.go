@@ -27,6 +27,9 @@ func TestParseFlagsDefaults(t *testing.T) {
 		ShardID: 1, ReplicaID: 1, Members: map[uint64]string{1: "127.0.0.1:63001"}, LogLevel: slog.LevelWarn,
 		SnapshotInterval: time.Minute, LogCompaction: true, ExportDir: "keel-data/exports",
 		WriteBatch: defaultWriteBatch, GoMemoryLimitMiB: defaultGoMemoryLimitMiB, Security: securityConfig{MaxConns: defaultMaxConns},
+		ClusterID:   "keel",
+		DiskReserve: defaultDiskReserve, DiskBallast: defaultDiskBallast,
+		Sharding: shardingConfig{Shards: 1, Placement: []placed{{ShardID: 1, ReplicaID: 1, Members: map[uint64]string{1: "127.0.0.1:63001"}}}},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)
@@ -69,6 +72,9 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"--raft-addr", ":63001"},
 		{"--raft-addr", "127.0.0.1:0"},
 		{"--log-level", "trace"},
+		{"--cluster-id", ""},
+		{"--cluster-id", "a/b"},
+		{"--cluster-id", strings.Repeat("x", host.MaxClusterNameLen+1)},
 		{"--members", ""},
 		{"--members", "1=127.0.0.1:1,"},
 		{"--members", "1"},
@@ -180,5 +186,29 @@ func TestDemoteRoutine(t *testing.T) {
 	l.With("pkg", "raft").Error("real trouble")
 	if got := strings.Count(buf.String(), "\n"); got != 2 {
 		t.Fatalf("want the transport warning and the raft error, got %q", buf.String())
+	}
+}
+
+func TestParseShardingFlags(t *testing.T) {
+	c, err := parseFlags([]string{"--shards", "4", "--replica-id", "2", "--members", "1=127.0.0.1:1,2=127.0.0.1:2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Sharding.Placement) != 4 || c.Sharding.Placement[3].ShardID != 4 || c.Sharding.Placement[3].ReplicaID != 2 {
+		t.Fatalf("placement %+v", c.Sharding.Placement)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--shards", "0"}, "--shards 0 must be from 1"},
+		{[]string{"--shards", "4", "--shard-id", "3"}, "--shard-id goes with --shards 1 only"},
+		{[]string{"--shard-map", "/nonexistent/map.json"}, "--shard-map"},
+		{[]string{"--shard-map", "x.json", "--members", "1=127.0.0.1:1"}, "--shard-map replaces --members"},
+	} {
+		_, err := parseFlags(tc.args)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error containing %q", tc.args, err, tc.want)
+		}
 	}
 }

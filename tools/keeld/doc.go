@@ -1,6 +1,6 @@
-// Command keeld is Keel's reference host database: one process serving one
-// replica of one Keel shard (a Dragonboat NodeHost with Keel's on-disk state
-// machine) over a small HTTP API.
+// Command keeld is Keel's reference host database: one process (a
+// Dragonboat NodeHost with Keel's on-disk state machine) serving replicas
+// of one or many Keel shards over a small HTTP API.
 //
 // # Running
 //
@@ -12,17 +12,39 @@
 // Flags are parsed by config.go; a bad command line exits with status 2 and
 // a one-line error. SIGINT and SIGTERM shut down gracefully and exit 0.
 //
+// # Shards
+//
+// --shards N splits the keyspace into N shards (IDs 1..N); with --members
+// every process hosts a replica of each. --shard-map FILE places shards on
+// processes instead. The key-to-shard rule is part of the data format:
+// key k belongs to shard 1 + FNV-1a-64(hashPart(k)) mod N, where
+// hashPart(k) is the bytes between the first '{' and the first '}' after
+// it when that section is non-empty (Redis Cluster's hash-tag rule), and
+// the whole key otherwise; shardmap.go has the rule and the map's format,
+// placement.go which replicas a process runs, router.go how a request
+// reaches its shard (forwarding included) and scan.go how scans merge.
+//
 // # On disk
 //
 //	<data-dir>/raft   Dragonboat's NodeHost directory: Raft log (LogDB),
 //	                  bootstrap record, snapshot metadata
-//	<data-dir>/sm     Keel state machine root (plugin.Config.RootDir):
+//	<data-dir>/sm     Keel state machine root (host.Config.RootDir):
 //	                  shard-<id>/replica-<id>/ holds the Pebble images
+//	<data-dir>/cluster-id  the --cluster-id the directory belongs to
+//	<data-dir>/ballast space held back for a full disk (--disk-ballast)
+//
+// When the filesystem's free space drops below --disk-reserve the replica
+// turns read-only (writes answer 507), deletes its ballast and hands
+// leadership to another member; it takes writes again by itself once the
+// space is back. A write that still finds no space ends the process with
+// one line and exit status 3. See diskguard.go.
 //
 // A restart on the same data directory restarts the bootstrapped replica;
 // --members and --join are then ignored, as Dragonboat keeps the membership
-// in its log. A data directory belongs to one replica ID and one Raft
-// address; keeld refuses (exit 1) to start another on it.
+// in its log. A data directory belongs to one replica ID, one Raft
+// address and one --cluster-id; keeld refuses (exit 1) to start another on
+// it, and a Raft log written before --cluster-id existed (under
+// Dragonboat's default deployment ID, which cannot be changed).
 //
 // # HTTP API
 //
@@ -34,13 +56,24 @@
 //	GET    /status              replica, leader, members, log range, stats
 //	GET    /metrics             Prometheus text format
 //	POST   /admin/snapshot      request a snapshot; {"index":n}
+//	POST   /admin/export        exported snapshot under --export-dir
 //	POST   /admin/members/{id}  addr=host:port in the query or body
-//	DELETE /admin/members/{id}
+//	DELETE /admin/members/{id}  404 unless id is a member
+//
+// Each endpoint takes only the query parameters it reads (params.go); an
+// unknown or repeated one, or a bad escape, is a 400. With encoding=base64
+// a scan's prefix, start and end are base64 like its answer; without it a
+// page holding bytes that are not UTF-8 is a 400 (a JSON string cannot
+// carry them). Txn bodies are strict JSON (jsonbody.go): no duplicate
+// names, valid UTF-8 only; "encoding":"base64" for binary keys.
 //
 // The key is the raw path after /kv/, URL-unescaped; routing is by hand
-// so keys are never cleaned. Errors are JSON {"error": "..."}: 400 for a
+// so keys are never cleaned. A path with a bad escape (/kv/bad%zz) never
+// reaches keeld: Go's request parser refuses it with a plain-text 400.
+// Every other error is JSON {"error": "..."}: 400 for a
 // malformed request, 404, 405, 413 for a body or value over the limit, 409
-// when Dragonboat rejects a membership change or snapshot, and 503 (with
+// when Dragonboat rejects a membership change or snapshot, 507 for a write
+// while the disk is over its reserve, and 503 (with
 // Retry-After) whenever the shard cannot serve right now: no leader, not
 // ready, busy, or the request's 5 s deadline passed; 401 without the
 // token when one is configured.
@@ -55,8 +88,24 @@
 // and --raft-tls-key turn on Dragonboat's mutual TLS between replicas, so
 // a peer without a certificate from that CA cannot take part. Slow
 // clients are bounded by the server's header, read and write timeouts,
-// 64 KiB of headers, and --max-conns open connections (default 1024;
-// more wait in the accept queue). See security.go.
+// 64 KiB of headers, and --max-conns open connections (default 1024). At
+// the cap a new connection takes the slot of the longest-idle keep-alive
+// connection, else of one open a second without a complete request
+// header, else it is answered 503 with Retry-After and closed: idle or
+// silent clients never lock new ones out. See security.go and conns.go.
+//
+// Between replicas: --cluster-id NAME (default "keel") is hashed into
+// Dragonboat's deployment ID (host.DeploymentID), recorded in
+// <data-dir>/cluster-id at the first start and checked at every later one
+// (another name: exit 1), so replicas of different clusters drop each
+// other's messages (cluster.go). host.PeerGuard, Keel's Raft transport,
+// drops and counts in /metrics (keel_raft_peer_address_mismatch_total,
+// keel_raft_peer_dropped_total{reason}) messages that claim a member's
+// replica ID from another address, malformed batches and messages for
+// shards this process does not host; none of them can crash the process.
+// Neither is authentication: the cluster ID and the source address travel
+// in clear text as the sender wrote them. Only mutual TLS keeps out a peer
+// that copies them, and without it such a peer can disrupt the shard.
 //
 // # Profiling
 //

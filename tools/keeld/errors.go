@@ -17,4 +17,16 @@ var (
 	// errUnauthorized is returned for a request without the configured
 	// bearer token (401); nothing was read or changed.
 	errUnauthorized = errors.New("unauthorized")
+	// errUnavailable is returned when a request's shard cannot be reached
+	// from here right now (503): no host of it known or reachable.
+	errUnavailable = errors.New("shard unavailable")
+	// errLoop is returned for a request forwarded too many times (508).
+	errLoop = errors.New("forwarding loop")
+	// errCrossShard is returned for a transaction whose keys live in more
+	// than one shard (400).
+	errCrossShard = errors.New("keys in more than one shard")
+	// errDiskFull is returned for a write refused because the data
+	// directory's free space is below --disk-reserve (507); nothing was
+	// written. Reads still work.
+	errDiskFull = errors.New("insufficient storage")
 )

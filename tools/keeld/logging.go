@@ -16,7 +16,7 @@ import (
 func demoteRoutine(h slog.Handler) slog.Handler { return &demoteHandler{h: h} }
 
 // demoteHandler is immutable; WithAttrs returns a new one that remembers
-// whether the "pkg" attribute names a chatty package. plugin.UseSlog may
+// whether the "pkg" attribute names a chatty package. host.UseSlog may
 // pass "pkg" either way, so Handle also looks at the record's attributes.
 type demoteHandler struct {
 	h      slog.Handler

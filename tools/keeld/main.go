@@ -16,10 +16,13 @@ import (
 	"syscall"
 	"time"
 
+	pebblevfs "github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/logcompact"
 	"github.com/keel-db/keel/storageplugin"
 	"github.com/lni/dragonboat/v4"
+	dbconfig "github.com/lni/dragonboat/v4/config"
+	lnivfs "github.com/lni/vfs"
 )
 
 // shutdownTimeout bounds how long in-flight HTTP requests may finish after
@@ -31,7 +34,10 @@ func main() {
 }
 
 // run is keeld's main, returning the exit status: 0 after a clean shutdown,
-// 2 for a bad command line, 1 when start-up or serving failed.
+// 2 for a bad command line, 1 when start-up or serving failed. The disk
+// guard ends the process itself with exitStorage (3) when storage fails
+// under the replica (diskguard.go), and Keel's Pebble with 70 on an
+// internal invariant.
 func run(args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -63,6 +69,9 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	if err := os.MkdirAll(cfg.RaftDir(), 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
+	if err := bindClusterID(cfg); err != nil {
+		return err
+	}
 	// Bind HTTP first: it is the cheapest thing to fail, and a taken port
 	// should not leave a half-started replica behind.
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -73,24 +82,43 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 
 	host.UseSlog(slog.New(demoteRoutine(logger.Handler())), cfg.LogLevel)
 	defer startPprof(logger)()
+	disk, err := newDiskGuard(cfg, logger, banner)
+	if err != nil {
+		return err
+	}
+	defer disk.close()
+	host.OnFatal(disk.onDragonboatFatal)
+	defer host.OnFatal(nil)
 	newFactory, err := factoryFunc(cfg, logger)
 	if err != nil {
 		return err
 	}
+	kc := host.Config{RootDir: cfg.SMDir(), Logger: logger, SnapshotStreamBytesPerSecond: cfg.SnapshotRateMiB << 20}
+	// Keel's Pebble runs on the guard's ENOSPC handler too, and a received
+	// snapshot must leave the reserve free.
+	kc.Engine.FS = pebblevfs.OnDiskFull(pebblevfs.Default, disk.onPebbleFull)
+	kc.SnapshotReserveBytes = disk.reserve
 	// The Host orders the lifetimes: shared resources, then the NodeHost;
 	// on the way out the NodeHost (and every state machine) closes first.
 	h, err := host.Open(host.Options{
 		NodeHostDir: cfg.RaftDir(),
 		RaftAddress: cfg.RaftAddr,
-		Keel:        host.Config{RootDir: cfg.SMDir(), Logger: logger, SnapshotStreamBytesPerSecond: cfg.SnapshotRateMiB << 20},
-		Configure:   cfg.Security.applyRaftTLS,
-		NewFactory:  newFactory,
+		Keel:        kc,
+		Configure: func(nhc *dbconfig.NodeHostConfig) {
+			nhc.DeploymentID = host.DeploymentID(cfg.ClusterID)
+			nhc.Expert.FS = host.DiskFullFS(lnivfs.Default, disk)
+			cfg.Security.applyRaftTLS(nhc)
+		},
+		NewFactory: newFactory,
 	})
 	if err != nil {
 		hint := ""
 		// Dragonboat's sentinel is internal; its text is stable.
 		if strings.Contains(err.Error(), "not the owner of the data directory") {
 			hint = " (the data directory was created with another --raft-addr)"
+		}
+		if strings.Contains(err.Error(), "failed to lock data directory") {
+			return fmt.Errorf("another keeld holds %s (its data directory is locked): %w", cfg.DataDir, err)
 		}
 		return fmt.Errorf("start Raft node host at %s in %s: %w%s", cfg.RaftAddr, cfg.RaftDir(), err, hint)
 	}
@@ -100,9 +128,10 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	// idempotent.
 	closeNH := func() { _ = h.Close() }
 
-	if err := startReplica(nh, factory, cfg, logger); err != nil {
+	if err := startReplicas(nh, factory, cfg, logger); err != nil {
 		return err
 	}
+	disk.attach(nh)
 	svc, err := startServices(nh, factory, cfg, logger)
 	if err != nil {
 		return err
@@ -110,8 +139,12 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	defer svc.stop()
 
 	srv := newServer(nh, factory, svc, cfg, logger)
+	srv.disk = disk
+	srv.removeReplica = h.RemoveReplica
+	srv.metrics.reg.MustRegister(disk)
 	// Connection cap and TLS wrap the listener; the token check runs before
 	// any handler, so a refused request reads and changes nothing.
+	warnOpenAPI(cfg.Security, cfg.HTTPAddr, logger)
 	hln, err := cfg.Security.httpListener(ln)
 	if err != nil {
 		return err
@@ -126,6 +159,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 		WriteTimeout:   2*requestTimeout + 5*time.Second,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
+		ConnState:      hln.ConnState,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
@@ -179,40 +213,50 @@ func factoryFunc(cfg config, logger *slog.Logger) (func(host.Config) (*host.Fact
 	return desc.NewFactory, nil
 }
 
-// startReplica starts this process's replica. A replica already
-// bootstrapped in the data directory restarts with no member list, so a
-// restart works whatever --members or --join say; Dragonboat keeps the
-// membership in its log.
-func startReplica(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger *slog.Logger) error {
-	sc := host.ShardConfig(cfg.ShardID, cfg.ReplicaID)
-	cfg.schedulerConfig(logger).ApplyTo(&sc)
-	if cfg.LogCompaction {
-		// Only where a Compactor runs: it then reclaims LogDB space itself.
-		logcompact.Configure(&sc)
-	}
-	var members map[uint64]dragonboat.Target
-	join := cfg.Join
+// startReplicas starts every replica placed on this process. A replica
+// already bootstrapped in the data directory restarts with no member list,
+// so a restart works whatever --members, --join or the shard map say;
+// Dragonboat keeps the membership in its log.
+func startReplicas(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger *slog.Logger) error {
 	// One data directory holds one replica of a shard: starting another
 	// replica ID here would bootstrap a second, unrelated member beside it.
 	if info := nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{}); info != nil {
 		for _, li := range info.LogInfo {
-			if li.ShardID == cfg.ShardID && li.ReplicaID != cfg.ReplicaID {
-				return fmt.Errorf("%s holds replica %d of shard %d, not replica %d: use its own --replica-id or another --data-dir",
-					cfg.DataDir, li.ReplicaID, li.ShardID, cfg.ReplicaID)
+			for _, p := range cfg.Sharding.Placement {
+				if li.ShardID == p.ShardID && li.ReplicaID != p.ReplicaID {
+					return fmt.Errorf("%s holds replica %d of shard %d, not replica %d: use its own --replica-id or another --data-dir",
+						cfg.DataDir, li.ReplicaID, li.ShardID, p.ReplicaID)
+				}
 			}
 		}
 	}
-	if nh.HasNodeInfo(cfg.ShardID, cfg.ReplicaID) {
-		join = false
-		logger.Info("restarting bootstrapped replica; --members and --join are ignored")
-	} else if !join {
-		members = make(map[uint64]dragonboat.Target, len(cfg.Members))
-		for id, addr := range cfg.Members {
-			members[id] = addr
+	restarted := 0
+	for _, p := range cfg.Sharding.Placement {
+		sc := host.ShardConfig(p.ShardID, p.ReplicaID)
+		cfg.schedulerConfig(logger).ApplyTo(&sc)
+		// Many shards: idle ones go quiet (host.ShardConfig says the cost).
+		sc.Quiesce = cfg.Sharding.Shards > 1 || cfg.Sharding.Map != nil
+		if cfg.LogCompaction {
+			// Only where a Compactor runs: it then reclaims LogDB space itself.
+			logcompact.Configure(&sc)
+		}
+		var members map[uint64]dragonboat.Target
+		join := cfg.Join
+		if nh.HasNodeInfo(p.ShardID, p.ReplicaID) {
+			join = false
+			restarted++
+		} else if !join {
+			members = make(map[uint64]dragonboat.Target, len(p.Members))
+			for id, addr := range p.Members {
+				members[id] = addr
+			}
+		}
+		if err := nh.StartOnDiskReplica(members, join, f.Create, sc); err != nil {
+			return fmt.Errorf("start replica %d of shard %d: %w", p.ReplicaID, p.ShardID, err)
 		}
 	}
-	if err := nh.StartOnDiskReplica(members, join, f.Create, sc); err != nil {
-		return fmt.Errorf("start replica %d of shard %d: %w", cfg.ReplicaID, cfg.ShardID, err)
+	if restarted > 0 {
+		logger.Info("restarted bootstrapped replicas; --members, --join and the shard map are ignored for them", "replicas", restarted)
 	}
 	return nil
 }

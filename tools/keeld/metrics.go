@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/logcompact"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -18,6 +19,8 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	proposal *prometheus.HistogramVec
 	read     *prometheus.HistogramVec
+	// forwarded counts requests sent on to another process (router.go).
+	forwarded prometheus.Counter
 }
 
 // latencyBuckets run from 0.5 ms (a local fsync-free apply) to about 8 s
@@ -41,13 +44,22 @@ func newMetrics(s *server) *metrics {
 			Help:    "Time to serve a read, by operation and consistency (linearizable or stale).",
 			Buckets: latencyBuckets,
 		}, []string{"op", "consistency"}),
+		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keel_forwarded_requests_total",
+			Help: "Requests for a shard this process does not host, forwarded to one that does.",
+		}),
 	}
 	m.reg.MustRegister(
-		m.requests, m.proposal, m.read,
+		m.requests, m.proposal, m.read, m.forwarded,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&replicaCollector{s: s},
 	)
+	if s.nh != nil {
+		if g := host.PeerGuardOf(s.nh.NodeHostConfig()); g != nil {
+			m.reg.MustRegister(peerCollector{g})
+		}
+	}
 	if s.svc != nil && s.svc.comp != nil {
 		lc := logcompact.NewCollector()
 		lc.Add(s.svc.comp)

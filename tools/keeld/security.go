@@ -12,8 +12,10 @@ package main
 //	--token or --token-file                       one or none; when set every
 //	    request must carry "Authorization: Bearer <token>", else 401 and
 //	    nothing is read or changed. Compared in constant time.
-//	--max-conns                                   concurrent HTTP connections;
-//	    more wait in the kernel's accept queue (netutil.LimitListener).
+//	--max-conns                                   open HTTP connections; at
+//	    the cap the longest-idle connection is closed for a new one, else
+//	    one a second without a request header, else the new one gets a
+//	    503 (conns.go).
 
 import (
 	"crypto/sha256"
@@ -21,18 +23,18 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strings"
 
 	dbconfig "github.com/lni/dragonboat/v4/config"
-	"golang.org/x/net/netutil"
 )
 
 // defaultMaxConns bounds open HTTP connections. Each costs a goroutine and
-// buffers; slow or idle clients beyond it wait in the accept queue instead
-// of exhausting the process. Generous for a reference host's clients.
+// buffers; at the cap idle and silent connections make room for new ones
+// (conns.go). Generous for a reference host's clients.
 const defaultMaxConns = 1024
 
 // securityConfig is the security part of keeld's command line.
@@ -56,7 +58,7 @@ func addSecurityFlags(fs *flag.FlagSet, s *securityConfig) {
 	fs.StringVar(&s.HTTPTLSKey, "http-tls-key", "", "private key (PEM) for --http-tls-cert")
 	fs.StringVar(&s.Token, "token", "", "require \"Authorization: Bearer TOKEN\" on every HTTP request (prefer --token-file: flags show in ps)")
 	fs.StringVar(&s.TokenFile, "token-file", "", "read the bearer token from this file (surrounding whitespace is ignored)")
-	fs.IntVar(&s.MaxConns, "max-conns", defaultMaxConns, "most concurrent HTTP connections; more wait to be accepted")
+	fs.IntVar(&s.MaxConns, "max-conns", defaultMaxConns, "most open HTTP connections; at the cap idle ones are closed for new ones, else new ones get 503")
 }
 
 // check validates the security flags and loads the token file. Errors wrap
@@ -107,17 +109,18 @@ func (s securityConfig) applyRaftTLS(nhc *dbconfig.NodeHostConfig) {
 	nhc.CAFile, nhc.CertFile, nhc.KeyFile = s.RaftTLSCA, s.RaftTLSCert, s.RaftTLSKey
 }
 
-// httpListener wraps ln with the connection cap and, when configured, TLS.
-func (s securityConfig) httpListener(ln net.Listener) (net.Listener, error) {
-	ln = netutil.LimitListener(ln, s.MaxConns)
-	if s.HTTPTLSCert == "" {
-		return ln, nil
+// httpListener wraps ln with TLS, when configured, and the connection
+// cap. The cap is outermost so it sees the same net.Conn values as
+// http.Server's ConnState hook, which the caller must set to the limiter's.
+func (s securityConfig) httpListener(ln net.Listener) (*connLimiter, error) {
+	if s.HTTPTLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(s.HTTPTLSCert, s.HTTPTLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("load --http-tls-cert/--http-tls-key: %w", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
-	cert, err := tls.LoadX509KeyPair(s.HTTPTLSCert, s.HTTPTLSKey)
-	if err != nil {
-		return nil, fmt.Errorf("load --http-tls-cert/--http-tls-key: %w", err)
-	}
-	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}), nil
+	return newConnLimiter(ln, s.MaxConns), nil
 }
 
 // requireToken refuses, with 401 and before anything else runs, every
@@ -129,7 +132,7 @@ func requireToken(token string, next http.Handler) http.Handler {
 	}
 	want := sha256.Sum256([]byte(token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got, ok := bearerToken(r.Header.Get("Authorization"))
 		sum := sha256.Sum256([]byte(got))
 		if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="keeld"`)
@@ -138,4 +141,32 @@ func requireToken(token string, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearerToken returns the credentials of an "Authorization: Bearer X"
+// header. The scheme is case-insensitive (RFC 9110 section 11.1), so
+// "bearer X" works too.
+func bearerToken(h string) (string, bool) {
+	scheme, cred, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimLeft(cred, " "), true
+}
+
+// warnOpenAPI logs a warning when the HTTP API listens beyond loopback
+// without a token: anyone who can reach the port can then read, write and
+// change membership.
+func warnOpenAPI(s securityConfig, httpAddr string, logger *slog.Logger) {
+	if s.Token != "" {
+		return
+	}
+	host, _, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return // parseFlags refused it already
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return
+	}
+	logger.Warn("the HTTP API listens beyond loopback without --token or --token-file: anyone who reaches it can read, write and change membership", "http", httpAddr)
 }

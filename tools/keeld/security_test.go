@@ -246,7 +246,7 @@ func TestTokenAndHTTPTLS(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	for _, auth := range []string{"", "Bearer wrong", "Bearer " + token + "x", "Basic " + token, "bearer " + token} {
+	for _, auth := range []string{"", "Bearer wrong", "Bearer " + token + "x", "Basic " + token, "Bearer" + token} {
 		for _, r := range []struct{ method, path string }{
 			{"PUT", "/kv/secret"}, {"GET", "/kv/secret"}, {"DELETE", "/kv/secret"}, {"POST", "/txn"},
 			{"GET", "/status"}, {"GET", "/metrics"}, {"POST", "/admin/snapshot"}, {"POST", "/admin/members/9?addr=127.0.0.1:1"},
@@ -341,47 +341,59 @@ func TestSlowClients(t *testing.T) {
 	}
 }
 
-// TestConnLimit holds every slot of --max-conns with slow clients: a new
-// connection is not served while they hold them, and is served once
-// ReadHeaderTimeout cuts them.
+// TestConnLimit holds every slot of --max-conns with requests in progress
+// (PUTs whose bodies never finish, so neither idle nor waiting for their
+// header): a new connection is answered at once with a JSON 503, and is
+// served once those requests end.
 func TestConnLimit(t *testing.T) {
 	n := startSingle(t, "--max-conns", "4")
-	// The readiness poll's keep-alive connection holds a slot; close it.
-	httpc.CloseIdleConnections()
 	var conns []net.Conn
-	defer func() {
+	closeAll := func() {
 		for _, c := range conns {
 			c.Close()
 		}
-	}()
-	for i := 0; i < 6; i++ {
+		conns = nil
+	}
+	defer closeAll()
+	// The readiness poll's idle keep-alive connection gives its slot to
+	// the first.
+	for i := 0; i < 4; i++ {
 		c, err := net.DialTimeout("tcp", n.httpAddr, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := io.WriteString(c, "GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: "); err != nil {
+		if _, err := fmt.Fprintf(c, "PUT /kv/slow%d HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nx", i); err != nil {
 			t.Fatal(err)
 		}
 		conns = append(conns, c)
 	}
-	c, err := net.DialTimeout("tcp", n.httpAddr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(time.Second))
-	buf := make([]byte, 64)
-	if _, err := c.Read(buf); err == nil {
-		t.Fatal("a fifth connection was served while four slow clients held every slot")
-	}
 	start := time.Now()
-	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	m, err := c.Read(buf)
-	if err != nil || !strings.HasPrefix(string(buf[:m]), "HTTP/1.1 200") {
-		t.Fatalf("queued request: %q %v", buf[:m], err)
+	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := hc.Get(n.url("/status"))
+	if err != nil {
+		t.Fatalf("a fifth connection beside four requests in progress got no answer: %v", err)
 	}
-	t.Logf("queued request answered %v after the slow clients were cut", time.Since(start))
+	var e struct{ Error string }
+	derr := decodeErr(resp.Body, &e)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || derr != nil || e.Error == "" || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("fifth connection: status %d, error %q (%v), Retry-After %q; want a JSON 503 with Retry-After",
+			resp.StatusCode, e.Error, derr, resp.Header.Get("Retry-After"))
+	}
+	t.Logf("refused in %v", time.Since(start))
+	closeAll()
+	err = proctest.Poll(10*time.Second, func() error {
+		resp, err := hc.Get(n.url("/status"))
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("no request served after the requests in progress ended: %v", err)
+	}
 }

@@ -13,21 +13,36 @@ import (
 	"github.com/lni/dragonboat/v4"
 )
 
-// services are the loops keeld runs beside its replica, off Dragonboat's
-// apply path: the snapshot timer and the Raft log compactor. Both stop
-// before the NodeHost closes.
+// services are the loops keeld runs beside each of its replicas, off
+// Dragonboat's apply path: the snapshot timer and the Raft log compactor.
+// All stop before the NodeHost closes.
 type services struct {
+	// sched and comp serve the first placed replica (cfg.ShardID), which
+	// the single-shard /status fields and metrics describe.
 	sched *snapshot.Scheduler
 	// comp is nil when --log-compaction=false.
 	comp *logcompact.Compactor
+	// byShard holds every replica's loops, by shard ID. Written only by
+	// startServices, before the server starts.
+	byShard map[uint64]*shardServices
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
+// shardServices are one replica's loops.
+type shardServices struct {
+	sched *snapshot.Scheduler
+	comp  *logcompact.Compactor
+}
+
 func (c config) schedulerConfig(logger *slog.Logger) snapshot.SchedulerConfig {
+	return c.schedulerConfigFor(c.ShardID, logger)
+}
+
+func (c config) schedulerConfigFor(shardID uint64, logger *slog.Logger) snapshot.SchedulerConfig {
 	return snapshot.SchedulerConfig{
-		ShardID:         c.ShardID,
+		ShardID:         shardID,
 		Interval:        c.SnapshotInterval,
 		SnapshotEntries: c.SnapshotEntries,
 		Logger:          logger,
@@ -35,14 +50,30 @@ func (c config) schedulerConfig(logger *slog.Logger) snapshot.SchedulerConfig {
 }
 
 // startServices starts the snapshot timer and, unless disabled, the log
-// compactor for the replica the factory created.
+// compactor for every replica placed on this process.
 func startServices(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger *slog.Logger) (*services, error) {
-	m := f.StateMachine(cfg.ShardID, cfg.ReplicaID)
-	if m == nil {
-		return nil, fmt.Errorf("replica %d of shard %d has no state machine", cfg.ReplicaID, cfg.ShardID)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &services{cancel: cancel}
+	s := &services{cancel: cancel, byShard: map[uint64]*shardServices{}}
+	for _, p := range cfg.Sharding.Placement {
+		ss, err := s.startShard(ctx, nh, f, cfg, p, logger)
+		if err != nil {
+			s.stop()
+			return nil, err
+		}
+		s.byShard[p.ShardID] = ss
+	}
+	if first := s.byShard[cfg.ShardID]; first != nil {
+		s.sched, s.comp = first.sched, first.comp
+	}
+	return s, nil
+}
+
+func (s *services) startShard(ctx context.Context, nh *dragonboat.NodeHost, f *host.Factory, cfg config, p placed, logger *slog.Logger) (*shardServices, error) {
+	m := f.StateMachine(p.ShardID, p.ReplicaID)
+	if m == nil {
+		return nil, fmt.Errorf("replica %d of shard %d has no state machine", p.ReplicaID, p.ShardID)
+	}
+	ss := &shardServices{}
 	if cfg.LogCompaction {
 		policy := logcompact.DefaultPolicy()
 		if cfg.LogKeepEntries > 0 {
@@ -52,23 +83,22 @@ func startServices(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger 
 		}
 		comp, err := logcompact.New(logcompact.Config{
 			NodeHost:  nh,
-			ShardID:   cfg.ShardID,
-			ReplicaID: cfg.ReplicaID,
+			ShardID:   p.ShardID,
+			ReplicaID: p.ReplicaID,
 			Dirs:      []string{cfg.RaftDir()},
 			Floor:     m,
 			Logger:    logger,
 			Policy:    policy,
 		})
 		if err != nil {
-			cancel()
 			return nil, fmt.Errorf("log compaction: %w", err)
 		}
-		s.comp = comp
+		ss.comp = comp
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			if err := comp.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				logger.Error("log compactor stopped", "err", err)
+				logger.Error("log compactor stopped", "shard", p.ShardID, "err", err)
 			}
 		}()
 	}
@@ -76,12 +106,12 @@ func startServices(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger 
 	// snapshots go through it (logcompact's "One owner of snapshot
 	// requests"), so the two never collide in Dragonboat.
 	var req snapshot.Requester = nh
-	if s.comp != nil {
-		req = s.comp
+	if ss.comp != nil {
+		req = ss.comp
 	}
-	s.sched = snapshot.NewScheduler(cfg.schedulerConfig(logger), req, m)
-	s.sched.Start()
-	return s, nil
+	ss.sched = snapshot.NewScheduler(cfg.schedulerConfigFor(p.ShardID, logger), req, m)
+	ss.sched.Start()
+	return ss, nil
 }
 
 // stop ends both loops and waits for them.
@@ -89,7 +119,9 @@ func (s *services) stop() {
 	if s == nil {
 		return
 	}
-	s.sched.Stop()
+	for _, ss := range s.byShard {
+		ss.sched.Stop()
+	}
 	s.cancel()
 	s.wg.Wait()
 }

@@ -24,7 +24,9 @@ type statusResponse struct {
 	// LeaderID is 0 while no leader is known to this replica.
 	LeaderID uint64 `json:"leader_id"`
 	IsLeader bool   `json:"is_leader"`
-	Term     uint64 `json:"term"`
+	// Term is this replica's Raft term, known leader or not (0 only
+	// before the replica has started).
+	Term uint64 `json:"term"`
 	// AppliedIndex is the last Raft index applied to this replica's state
 	// machine.
 	AppliedIndex uint64 `json:"applied_index"`
@@ -57,6 +59,63 @@ type statusResponse struct {
 	DataDir       string  `json:"data_dir"`
 	UptimeSeconds float64 `json:"uptime_seconds"`
 	Version       string  `json:"version"`
+
+	// DiskFull is true while writes are refused with 507 because the
+	// filesystem's free space is below --disk-reserve; Disk has the
+	// figures (diskguard.go).
+	DiskFull bool        `json:"disk_full"`
+	Disk     *diskStatus `json:"disk,omitempty"`
+
+	// ShardCount is the number of shards the keyspace is split into
+	// (--shards, or the shard map's); Shards lists every one this process
+	// hosts. The top-level fields above describe the first of them.
+	ShardCount uint64        `json:"shard_count"`
+	Shards     []shardStatus `json:"shards"`
+}
+
+// shardStatus is one hosted shard in /status, read locally (members are
+// this replica's view, which may lag).
+type shardStatus struct {
+	ShardID       uint64            `json:"shard_id"`
+	ReplicaID     uint64            `json:"replica_id"`
+	LeaderID      uint64            `json:"leader_id"`
+	IsLeader      bool              `json:"is_leader"`
+	AppliedIndex  uint64            `json:"applied_index"`
+	LogFirstIndex uint64            `json:"log_first_index"`
+	LogLastIndex  uint64            `json:"log_last_index"`
+	Members       map[string]string `json:"members"`
+	Keys          uint64            `json:"keys"`
+	Bytes         uint64            `json:"bytes"`
+}
+
+// shardStatuses describes every shard this process hosts, in shard order.
+func (s *server) shardStatuses() []shardStatus {
+	members := map[uint64]map[string]string{}
+	if info := s.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true}); info != nil {
+		for _, si := range info.ShardInfoList {
+			members[si.ShardID] = idMap(si.Replicas)
+		}
+	}
+	out := make([]shardStatus, 0, len(s.cfg.Sharding.Placement))
+	for _, p := range s.cfg.Sharding.Placement {
+		ss := shardStatus{ShardID: p.ShardID, ReplicaID: p.ReplicaID, Members: members[p.ShardID]}
+		if leader, _, ok, err := s.nh.GetLeaderID(p.ShardID); err == nil && ok {
+			ss.LeaderID, ss.IsLeader = leader, leader == p.ReplicaID
+		}
+		if m := s.factory.StateMachine(p.ShardID, p.ReplicaID); m != nil {
+			ss.AppliedIndex = m.AppliedIndex()
+		}
+		if lr, err := s.nh.GetLogReader(p.ShardID); err == nil {
+			ss.LogFirstIndex, ss.LogLastIndex = lr.GetRange()
+		}
+		if ls := s.route.local[p.ShardID]; ls != nil {
+			if es, err := ls.client.LocalStats(false); err == nil {
+				ss.Keys, ss.Bytes = es.Keys, es.Bytes
+			}
+		}
+		out = append(out, ss)
+	}
+	return out
 }
 
 func (s *server) handleStatus(w http.ResponseWriter, r *http.Request) {
@@ -70,9 +129,14 @@ func (s *server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		UptimeSeconds: time.Since(s.started).Seconds(),
 		Version:       version(),
 	}
-	if leader, term, ok, err := s.nh.GetLeaderID(s.cfg.ShardID); err == nil && ok {
-		st.LeaderID, st.Term = leader, term
-		st.IsLeader = leader == s.cfg.ReplicaID
+	// Dragonboat reports the term with or without a known leader; during
+	// an election it is the term being contested.
+	if leader, term, ok, err := s.nh.GetLeaderID(s.cfg.ShardID); err == nil {
+		st.Term = term
+		if ok {
+			st.LeaderID = leader
+			st.IsLeader = leader == s.cfg.ReplicaID
+		}
 	}
 	st.AppliedIndex = s.appliedIndex()
 	s.fillMembers(r.Context(), &st)
@@ -87,6 +151,13 @@ func (s *server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st.RaftLog = s.raftLogStatus(st.LogFirstIndex, st.LogLastIndex)
 	st.Snapshots = s.snapshotStatus()
 	st.DiskBytes = diskUsage(s.cfg.SMDir()) + st.RaftLog.DiskBytes
+	if s.disk != nil {
+		var ds diskStatus
+		st.DiskFull, ds = s.disk.status()
+		st.Disk = &ds
+	}
+	st.ShardCount = s.route.n
+	st.Shards = s.shardStatuses()
 	writeJSON(w, http.StatusOK, st)
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/keel-db/keel/engine"
 	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/internal/testkit/proctest"
+	"github.com/keel-db/keel/internal/testkit/testutil"
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/statemachine"
@@ -322,19 +323,16 @@ func (c *Cluster) Leader() *Node {
 	}
 }
 
-// WaitFor polls cond every 10ms until it is true, failing the test after
-// timeout.
+// WaitFor polls cond until it is true, failing the test after timeout
+// with what it waited for (testutil.Eventually).
 func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func() bool) {
 	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			c.t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	testutil.Eventually(c.t, timeout, func() error {
+		if cond() {
+			return nil
 		}
-		<-tick.C
-	}
+		return fmt.Errorf("waiting for %s", what)
+	})
 }
 
 // Retry calls op until it succeeds or a non-retryable error occurs,
@@ -380,19 +378,15 @@ func NotApplied(err error) bool {
 // have stopped, or the replicas may never be seen at one index.
 func (c *Cluster) WaitConverged(timeout time.Duration) map[uint64]engine.StateHash {
 	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
-	for {
-		out, why := c.hashesAtOneIndex()
-		if why == "" {
-			return out
+	var out map[uint64]engine.StateHash
+	testutil.Eventually(c.t, timeout, func() error {
+		var why string
+		if out, why = c.hashesAtOneIndex(); why != "" {
+			return fmt.Errorf("waiting for replicas at one applied index: %s", why)
 		}
-		last = why
-		if time.Now().After(deadline) {
-			c.t.Fatalf("timed out after %v waiting for replicas at one applied index: %s", timeout, last)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return out
 }
 
 // hashesAtOneIndex returns every running replica's StateHash, or why they

@@ -2,7 +2,7 @@
 // version no host speaks; the loader tests use it for the version check.
 package main
 
-import "github.com/keel-db/keel/plugin"
+import "github.com/keel-db/keel/storageplugin"
 
 // KeelPlugin claims a future handshake version.
 var KeelPlugin = func() storageplugin.Descriptor {

@@ -1,0 +1,61 @@
+package main
+
+// Membership checks before a change is proposed. Dragonboat answers a
+// refused change only with ErrRejected ("request rejected"), and it
+// accepts removing an ID that never was a member, which then marks that ID
+// removed for good: it can never join. keeld reads the membership through
+// the leader first, so a request that cannot mean what it says is refused
+// with a reason and changes nothing.
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/lni/dragonboat/v4"
+)
+
+// checkAdd refuses adding replica id at addr when id is already a member,
+// was removed, or addr is another member's address. The errors wrap
+// dragonboat.ErrRejected (409), as Dragonboat would have rejected them.
+func (s *server) checkAdd(ctx context.Context, shard, id uint64, addr string) error {
+	m, err := s.nh.SyncGetShardMembership(ctx, shard)
+	if err != nil {
+		return fmt.Errorf("read membership: %w", err)
+	}
+	for _, set := range []map[uint64]string{m.Nodes, m.NonVotings, m.Witnesses} {
+		if a, ok := set[id]; ok {
+			return fmt.Errorf("%w: replica %d is already a member at %s", dragonboat.ErrRejected, id, a)
+		}
+	}
+	if _, ok := m.Removed[id]; ok {
+		return fmt.Errorf("%w: replica %d was removed; a removed replica ID cannot join again, use a new ID", dragonboat.ErrRejected, id)
+	}
+	for _, set := range []map[uint64]string{m.Nodes, m.NonVotings, m.Witnesses} {
+		for other, a := range set {
+			if a == addr {
+				return fmt.Errorf("%w: address %s is in use by replica %d", dragonboat.ErrRejected, addr, other)
+			}
+		}
+	}
+	return nil
+}
+
+// checkDelete refuses (404) removing an ID that is not a member.
+func (s *server) checkDelete(ctx context.Context, shard, id uint64) error {
+	m, err := s.nh.SyncGetShardMembership(ctx, shard)
+	if err != nil {
+		return fmt.Errorf("read membership: %w", err)
+	}
+	for _, set := range []map[uint64]string{m.Nodes, m.NonVotings, m.Witnesses} {
+		if _, ok := set[id]; ok {
+			return nil
+		}
+	}
+	ids := make([]uint64, 0, len(m.Nodes))
+	for i := range m.Nodes {
+		ids = append(ids, i)
+	}
+	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
+	return fmt.Errorf("%w: replica %d is not a member of shard %d (voting members: %v)", errNotFound, id, shard, ids)
+}
