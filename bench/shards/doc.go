@@ -1,8 +1,8 @@
 // Command shards is Keel's many-shards benchmark: what one NodeHost running
 // N single-replica shards costs with Keel's state machine, against
 // Dragonboat's in-memory no-op state machine at the same N on the same
-// NodeHost and Raft settings (host.NodeHostConfig, host.ShardConfig, so
-// Quiesce is on). `make bench-shards` and `make bench-quick` run it; by
+// NodeHost and Raft settings (host.NodeHostConfig, host.ShardConfig with
+// Quiesce turned on, as keeld does for many shards). `make bench-shards` and `make bench-quick` run it; by
 // hand:
 //
 //	go run ./bench/shards -out bench/results                # 1, 10, 100, 1000 shards

@@ -19,8 +19,8 @@ import (
 )
 
 // The kinds a run compares. Every kind runs on the same NodeHost settings
-// (host.NodeHostConfig) and Raft settings (host.ShardConfig); only the
-// state machine differs.
+// (host.NodeHostConfig) and Raft settings (host.ShardConfig with Quiesce
+// on); only the state machine differs.
 const (
 	// kindNoop is the baseline: Dragonboat's in-memory IStateMachine
 	// started with NodeHost.StartReplica, applying nothing. What it costs
@@ -91,6 +91,9 @@ func (n *node) start(shard uint64, fresh bool) error {
 		members = map[uint64]dragonboat.Target{1: n.addr}
 	}
 	sc := host.ShardConfig(shard, 1)
+	// As keeld does for many shards: an idle shard stops ticking its
+	// election timer and heartbeating (host.ShardConfig leaves it off).
+	sc.Quiesce = true
 	if n.h != nil {
 		return n.h.StartReplica(members, false, sc)
 	}
