@@ -17,13 +17,15 @@ INPROC_BENCHTIME ?= 20000x
 RESULTS ?= bench/results
 # Extra flags for the cluster benchmark, e.g. CLUSTER_ARGS='-n 50000 -restart-large-mb 2048'.
 CLUSTER_ARGS ?=
+# Extra flags for the many-shards benchmark, e.g. SHARDS_ARGS='-shards 1,100 -kinds noop,keel'.
+SHARDS_ARGS ?=
 # 1 adds the 1 GB state to the snapshot micro-benchmarks.
 BENCH_LARGE ?= 1
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: build keeld plugin run test lint bench bench-quick bench-logcompact chaos fuzz clean help
+.PHONY: build keeld plugin run test lint bench bench-quick bench-logcompact bench-shards chaos fuzz clean help
 
 ## build: compile every package and put keeld in ./bin/keeld
 build:
@@ -66,6 +68,7 @@ bench: keeld
 	$(GO) run ./bench/gobench -in $(RESULTS)/go-bench.txt -out $(RESULTS)
 	$(GO) run ./bench/cluster -keeld bin/keeld -out $(RESULTS) $(CLUSTER_ARGS)
 	$(MAKE) bench-logcompact
+	$(MAKE) bench-shards
 
 ## bench-quick: the same harness in under a minute (tiny sizes, one K); bench/results/quick
 # CI may run it to keep the harness working; it never checks a figure.
@@ -76,10 +79,17 @@ bench-quick: keeld
 	$(GO) test -run '^$$' -bench . -benchtime 300x -count 1 -timeout 5m ./bench/inproc/ | tee -a $(RESULTS)/quick/go-bench.txt
 	$(GO) run ./bench/gobench -in $(RESULTS)/quick/go-bench.txt -out $(RESULTS)/quick
 	$(GO) run ./bench/cluster -quick -keeld bin/keeld -out $(RESULTS)/quick $(CLUSTER_ARGS)
+	$(GO) run ./bench/shards -quick -out $(RESULTS)/quick $(SHARDS_ARGS)
 
 ## bench-logcompact: the Raft log's disk use with log compaction on and off; bench/results/logcompact.{json,png}
 bench-logcompact:
 	$(GO) test -run '^$$' -bench LogDisk -benchtime 200000x -count 1 -timeout 30m ./bench/logcompact
+
+## bench-shards: 1-1,000 shards per NodeHost, Keel vs a no-op state machine (~15 min); bench/results/shards.json, shards-*.png
+# Each figure comes from a child process of its own; see bench/README.md.
+bench-shards:
+	@mkdir -p $(RESULTS)
+	$(GO) run ./bench/shards -out $(RESULTS) $(SHARDS_ARGS)
 
 ## chaos: three keeld processes under SIGKILL/SIGSTOP faults, checked with porcupine and keelctl
 # make chaos DURATION=30m SEED=123 OUT=integration/results/chaos-30m; the run's
