@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/internal/testkit/proctest"
 )
 
@@ -27,35 +26,11 @@ func startCluster(t *testing.T) []*node { t.Helper(); return startClusterWith(t)
 func startClusterWith(t *testing.T, extra ...string) []*node {
 	t.Helper()
 	dir := t.TempDir()
-	for attempt := 0; ; attempt++ {
-		nodes := make([]*node, 3)
-		members := map[uint64]string{}
-		for i := range nodes {
-			nodes[i] = newNode(t, fmt.Sprintf("replica-%d", i+1), filepath.Join(dir, fmt.Sprintf("a%d-r%d", attempt, i+1)))
-			members[uint64(i+1)] = nodes[i].raftAddr
-		}
-		for i, n := range nodes {
-			n.extra = append([]string{"--replica-id", fmt.Sprint(i + 1), "--members", host.FormatMembers(members)}, extra...)
-			n.start()
-		}
-		var err error
-		for _, n := range nodes {
-			if err = n.waitReady(); err != nil {
-				break
-			}
-		}
-		if err == nil {
-			return nodes
-		}
-		for _, n := range nodes {
-			n.kill()
-		}
-		if errors.Is(err, errAddrInUse) && attempt < 3 {
-			t.Logf("port clash, retrying")
-			continue
-		}
-		t.Fatal(err)
+	dirs := make([]string, 3)
+	for i := range dirs {
+		dirs[i] = filepath.Join(dir, fmt.Sprintf("r%d", i+1))
 	}
+	return startClusterOn(t, dirs, extra...)
 }
 
 // staleValue reads key from n's local replica.

@@ -294,7 +294,9 @@ func TestDiskFullLeaderMoves(t *testing.T) {
 	}
 }
 
-// startClusterOn is startCluster with replica i's data under dirs[i].
+// startClusterOn starts len(dirs) keeld processes forming one cluster,
+// replica i's data under dirs[i], retrying with fresh ports when one lost a
+// port race; extra goes to every process.
 func startClusterOn(t *testing.T, dirs []string, extra ...string) []*node {
 	t.Helper()
 	for attempt := 0; ; attempt++ {
