@@ -23,7 +23,7 @@ BENCH_LARGE ?= 1
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: build keeld plugin run test lint bench bench-quick bench-logcompact chaos fuzz clean help
+.PHONY: build keeld plugin run test lint bench bench-quick bench-logcompact bench-catchup chaos fuzz clean help
 
 ## build: compile every package and put keeld in ./bin/keeld
 build:
@@ -80,6 +80,11 @@ bench-quick: keeld
 ## bench-logcompact: the Raft log's disk use with log compaction on and off; bench/results/logcompact.{json,png}
 bench-logcompact:
 	$(GO) test -run '^$$' -bench LogDisk -benchtime 200000x -count 1 -timeout 30m ./bench/logcompact
+
+## bench-catchup: a follower catching up by snapshot in-process (CATCHUP_MB, default 200); see bench/README.md
+CATCHUP_MB ?= 200
+bench-catchup:
+	KEEL_CATCHUP_MB=$(CATCHUP_MB) $(GO) test -run '^$$' -bench CatchUp -benchtime 1x -count 1 -timeout 20m ./bench/catchup
 
 ## chaos: three keeld processes under SIGKILL/SIGSTOP faults, checked with porcupine and keelctl
 # make chaos DURATION=30m SEED=123 OUT=integration/results/chaos-30m; the run's
