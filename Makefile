@@ -25,7 +25,7 @@ BENCH_LARGE ?= 1
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: build keeld plugin run test lint bench bench-quick bench-logcompact bench-shards chaos fuzz clean help
+.PHONY: build keeld plugin run test lint bench bench-quick bench-logcompact bench-shards bench-catchup chaos fuzz clean help
 
 ## build: compile every package and put keeld in ./bin/keeld
 build:
@@ -90,6 +90,11 @@ bench-logcompact:
 bench-shards:
 	@mkdir -p $(RESULTS)
 	$(GO) run ./bench/shards -out $(RESULTS) $(SHARDS_ARGS)
+
+## bench-catchup: a follower catching up by snapshot in-process (CATCHUP_MB, default 200); see bench/README.md
+CATCHUP_MB ?= 200
+bench-catchup:
+	KEEL_CATCHUP_MB=$(CATCHUP_MB) $(GO) test -run '^$$' -bench CatchUp -benchtime 1x -count 1 -timeout 20m ./bench/catchup
 
 ## chaos: three keeld processes under SIGKILL/SIGSTOP faults, checked with porcupine and keelctl
 # make chaos DURATION=30m SEED=123 OUT=integration/results/chaos-30m; the run's

@@ -113,6 +113,78 @@
 // ErrWrongShard, ErrInexact) and leaves the old image open and readable.
 // Going back to an older image is allowed (tools.ImportSnapshot forces it).
 //
+// Each received file is written through Pebble's syncing file
+// (sync_file_range every MiB on Linux): the kernel otherwise keeps the
+// whole image dirty until the file's Sync (its own writeback starts only
+// at a share of RAM), and the install then waits for all of it at once.
+//
+// # Catch-up: where the time goes, and the second stream
+//
+// A follower behind the leader's compacted log catches up in these steps
+// (Dragonboat v4 as pinned in go.mod; DB/ is its module root). Measured
+// in-process by bench/catchup (bench/README.md, "Catch-up").
+//
+//  1. The leader reaches the restarted follower. While the follower was
+//     down the leader's transport tripped its circuit breaker for the
+//     follower's address (DB/internal/transport/transport.go:366,
+//     lni/goutils netutil.NewBreaker: one failure trips it, retries back
+//     off from 0.5 s to 1 s with ±50% jitter). Every message to that
+//     address is dropped until the next retry, so 0-1.5 s pass before
+//     the first heartbeat arrives; the follower's pre-votes are refused
+//     meanwhile. Nothing in NodeHostConfig or the shard config changes
+//     this, and a Keel-side retry cannot reset a breaker. It is the
+//     largest part of the "time before RecoverFromSnapshot" at a few
+//     hundred MB.
+//  2. The follower answers; the leader finds the entries compacted
+//     (DB/internal/raft/raft.go:804), marks the remote "snapshot" and asks
+//     its state machine to stream: PrepareSnapshot, then SaveSnapshot into
+//     Dragonboat's chunk writer (2 MiB chunks, Snappy). Build the image:
+//     20-200 ms measured at 300 MB; then the stream, back-pressured by
+//     the receiver.
+//  3. The receiver writes every chunk to a staging file and fsyncs it on
+//     the last one (DB/internal/transport/chunk.go save), renames the
+//     directory, and only then hands the snapshot to Raft and calls
+//     RecoverFromSnapshot on a reader over the staging file. Every byte is
+//     written twice on the follower (staging, then the install), so a
+//     catch-up cannot exceed half the disk's sequential write bandwidth,
+//     whatever Keel does.
+//  4. Install (above) and the engine swap; then the log from the snapshot
+//     index on.
+//
+// The second stream. When the sender has pushed the last chunk into the
+// socket, the transport reports success (transport/snapshot.go
+// processSnapshot), and the NodeHost delivers it to Raft 10 ticks later
+// (nodehost.go streamPushDelayTick). The leader moves the remote to
+// "wait" with next = the log's snapshot index + 1 (raft.go
+// handleLeaderSnapshotStatus, remote.go becomeWait) and replicates from
+// there at the next heartbeat. If the receiver is still in step 3 (its
+// fsync of the staging file waits for the whole image: at 400 MB/s, 1.3 s
+// for 500 MB, against 10 ticks = 200 ms at Keel's 20 ms RTT), its log
+// does not hold that index, it rejects the Replicate with its old last
+// index, the leader falls back to it, finds it compacted and streams a
+// whole new snapshot. The receiver takes the first, stages the second in
+// full while it installs the first, and drops the second at the end
+// ("chunk rejected": FinalizeSnapshot finds that index installed). Cost:
+// one more full read and send on the leader and one more full staged
+// write on the follower, concurrent with the install; at 300 MB in this
+// harness it stretched the install's syncs from 0.26 s to 1.2 s.
+// Reproduced in bench/catchup at 300 MB (KEEL_CATCHUP_LOG shows "rejected
+// Replicate" 1 ms after "snapshot succeeded").
+//
+// Why Keel does not stop it. SaveSnapshot is not told the target, so it
+// cannot tell a redundant stream from a needed one. Failing it (or
+// PrepareSnapshot) aborts the transport job, and a failed job trips the
+// same circuit breaker (processSnapshot calls breaker.Fail), which drops
+// every message to that host, for all its shards, for 0.5-1.5 s; an error
+// from PrepareSnapshot leaves the job waiting forever. A placeholder
+// stream would be installed by a follower that really needed it.
+// Delaying SaveSnapshot does not save the bytes either: the job is
+// committed to send once it runs. The only knobs that widen the window
+// are RTTMillisecond (10 ticks) and a smaller image; neither is worth
+// it. A fix belongs in Dragonboat: report stream success only on the
+// receiver's SnapshotReceived (it already sends one), not when the last
+// chunk leaves the sender.
+//
 // # Concurrency
 //
 // Begin runs with Update excluded; Capture.Save runs on Dragonboat's

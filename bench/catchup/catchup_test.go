@@ -1,0 +1,299 @@
+package catchup
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keel-db/keel/client"
+	"github.com/keel-db/keel/host"
+	"github.com/keel-db/keel/internal/testkit/testcluster"
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/statemachine"
+)
+
+// counters observe one replica's snapshot calls across restarts.
+type counters struct {
+	saves, saveBytes       atomic.Int64
+	recovers, recoverBytes atomic.Int64
+	recoverFailed          atomic.Int64
+	// mu guards the first-call timestamps below.
+	mu                          sync.Mutex
+	firstSave, firstSaveEnd     time.Time
+	firstRecover, firstRecovEnd time.Time
+}
+
+func (c *counters) stamp(t *time.Time) {
+	c.mu.Lock()
+	if t.IsZero() {
+		*t = time.Now()
+	}
+	c.mu.Unlock()
+}
+
+// observed wraps a state machine and counts its snapshot calls.
+type observed struct {
+	statemachine.IOnDiskStateMachine
+	c *counters
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (w countingWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	w.n.Add(int64(n))
+	return n, err
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (r countingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.n.Add(int64(n))
+	return n, err
+}
+
+func (o observed) SaveSnapshot(ctx interface{}, w io.Writer, done <-chan struct{}) error {
+	o.c.saves.Add(1)
+	o.c.stamp(&o.c.firstSave)
+	err := o.IOnDiskStateMachine.SaveSnapshot(ctx, countingWriter{w, &o.c.saveBytes}, done)
+	o.c.stamp(&o.c.firstSaveEnd)
+	return err
+}
+
+func (o observed) RecoverFromSnapshot(r io.Reader, done <-chan struct{}) error {
+	o.c.recovers.Add(1)
+	o.c.stamp(&o.c.firstRecover)
+	err := o.IOnDiskStateMachine.RecoverFromSnapshot(countingReader{r, &o.c.recoverBytes}, done)
+	if err != nil {
+		o.c.recoverFailed.Add(1)
+	}
+	o.c.stamp(&o.c.firstRecovEnd)
+	return err
+}
+
+func envInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
+}
+
+// diskSeqWrite writes and fdatasyncs a file of size bytes in dir and
+// returns MB/s (10^6 bytes), fsync inside the timing.
+func diskSeqWrite(b *testing.B, dir string, size int) float64 {
+	b.Helper()
+	buf := make([]byte, 1<<20)
+	_, _ = rand.Read(buf)
+	p := filepath.Join(dir, "disk-probe")
+	f, err := os.Create(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = os.Remove(p) }()
+	start := time.Now()
+	for n := 0; n < size; n += len(buf) {
+		if _, err := f.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	el := time.Since(start)
+	_ = f.Close()
+	return float64(size) / 1e6 / el.Seconds()
+}
+
+// load writes total bytes of random values through cl: txns of perTxn puts
+// of valueSize bytes, from workers goroutines.
+func load(b *testing.B, cl *client.Client, total, valueSize, perTxn, workers int) {
+	b.Helper()
+	txns := (total + valueSize*perTxn - 1) / (valueSize * perTxn)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				t := int(next.Add(1) - 1)
+				if t >= txns {
+					return
+				}
+				ops := make([]client.TxnOp, perTxn)
+				for i := range ops {
+					v := make([]byte, valueSize)
+					_, _ = rand.Read(v)
+					ops[i] = client.PutOp([]byte(fmt.Sprintf("k%06d-%03d", t, i)), v)
+				}
+				// A retried txn of puts is idempotent.
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				err := testcluster.Retry(ctx, func(ctx context.Context) error {
+					_, err := cl.Txn(ctx, nil, ops)
+					return err
+				})
+				cancel()
+				if err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		b.Fatalf("load: %v", err)
+	default:
+	}
+}
+
+// BenchmarkCatchUp: one follower catch-up by snapshot per iteration (run
+// it with -benchtime 1x; each iteration builds a fresh cluster).
+// KEEL_CATCHUP_MB (default 200) is the data written behind the follower.
+func BenchmarkCatchUp(b *testing.B) {
+	mb := envInt(b, "KEEL_CATCHUP_MB", 200)
+	for i := 0; i < b.N; i++ {
+		catchUp(b, mb)
+	}
+}
+
+func catchUp(b *testing.B, mb int) {
+	b.StopTimer()
+	var mu sync.Mutex
+	obs := map[uint64]*counters{}
+	get := func(id uint64) *counters {
+		mu.Lock()
+		defer mu.Unlock()
+		if obs[id] == nil {
+			obs[id] = &counters{}
+		}
+		return obs[id]
+	}
+	c := testcluster.New(b, 3, testcluster.Options{
+		RTTMillisecond: uint64(envInt(b, "KEEL_CATCHUP_RTT_MS", int(host.RTTMillisecond))),
+		Shard:          func(sc *config.Config) { sc.CompactionOverhead = 0 },
+		WrapStateMachine: func(id uint64, s statemachine.IOnDiskStateMachine) statemachine.IOnDiskStateMachine {
+			return observed{s, get(id)}
+		},
+	})
+	disk := diskSeqWrite(b, c.Dir, 256<<20)
+	leader := c.Leader()
+	var follower uint64
+	for id := range c.Nodes {
+		if id != leader.ReplicaID {
+			follower = id
+			break
+		}
+	}
+	c.Stop(follower)
+	loadStart := time.Now()
+	load(b, leader.Client, mb<<20, 16<<10, 16, 8)
+	b.Logf("loaded %d MiB in %v", mb, time.Since(loadStart))
+	for _, n := range c.Running() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		_, err := n.NH.SyncRequestSnapshot(ctx, c.ShardID, dragonboat.SnapshotOption{OverrideCompactionOverhead: true, CompactionOverhead: 0})
+		cancel()
+		if err != nil && !errors.Is(err, dragonboat.ErrRejected) {
+			b.Fatalf("snapshot on replica %d: %v", n.ReplicaID, err)
+		}
+	}
+	leader = c.Leader()
+	lsm := leader.Factory.StateMachine(c.ShardID, leader.ReplicaID)
+	target := lsm.AppliedIndex()
+	ls, fs := get(leader.ReplicaID), get(follower)
+	savesBefore, saveBytesBefore := ls.saves.Load(), ls.saveBytes.Load()
+
+	// KEEL_CATCHUP_CPUPROFILE=FILE profiles the catch-up only (not the
+	// load), every replica in this process.
+	if p := os.Getenv("KEEL_CATCHUP_CPUPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
+	}
+	// KEEL_CATCHUP_LOG=FILE logs Dragonboat at debug level into FILE from
+	// the restart on (not during the load).
+	if p := os.Getenv("KEEL_CATCHUP_LOG"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		host.UseSlog(slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug})), slog.LevelDebug)
+		defer func() {
+			host.UseSlog(slog.New(slog.NewTextHandler(os.Stderr, nil)), slog.LevelWarn)
+			_ = f.Close()
+		}()
+	}
+	b.StartTimer()
+	start := time.Now()
+	fn := c.Start(follower)
+	started := time.Since(start)
+	c.WaitFor(120*time.Second, "the follower to reach the leader's applied index", func() bool {
+		s := fn.Factory.StateMachine(c.ShardID, follower)
+		return s != nil && s.AppliedIndex() >= target
+	})
+	el := time.Since(start)
+	b.StopTimer()
+
+	// Let a second stream, if one is coming, show itself before counting.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	saves := ls.saves.Load() - savesBefore
+	image := fs.recoverBytes.Load()
+	rate := float64(image) / 1e6 / el.Seconds()
+	at := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.Sub(start).Round(time.Millisecond).String()
+	}
+	ls.mu.Lock()
+	fs.mu.Lock()
+	b.Logf("restart→caught up %v: NodeHost start %v, leader SaveSnapshot %s→%s, follower RecoverFromSnapshot %s→%s",
+		el.Round(time.Millisecond), started.Round(time.Millisecond),
+		at(ls.firstSave), at(ls.firstSaveEnd), at(fs.firstRecover), at(fs.firstRecovEnd))
+	fs.mu.Unlock()
+	ls.mu.Unlock()
+	b.Logf("image %.1f MB, %.1f MB/s, disk %.1f MB/s (%.2f), leader SaveSnapshot %d (%.1f MB written), follower RecoverFromSnapshot %d (%d failed)",
+		float64(image)/1e6, rate, disk, rate/disk, saves, float64(ls.saveBytes.Load()-saveBytesBefore)/1e6,
+		fs.recovers.Load(), fs.recoverFailed.Load())
+	b.ReportMetric(el.Seconds(), "s/catchup")
+	b.ReportMetric(rate, "MB/s")
+	b.ReportMetric(disk, "disk-MB/s")
+	b.ReportMetric(rate/disk, "fraction-of-disk")
+	b.ReportMetric(float64(saves), "saves/catchup")
+	b.ReportMetric(float64(fs.recovers.Load()), "recovers/catchup")
+	c.Close()
+}
