@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,42 +28,11 @@ func TestLogCompactBoundedLog(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	var mu sync.Mutex // guards peak, samples
-	peak := map[uint64]int64{}
-	samples := 0
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			for _, n := range c.Running() {
-				b, err := logcompact.AllocatedBytes(lcRaftDir(n))
-				if err != nil {
-					t.Errorf("measure replica %d: %v", n.ReplicaID, err)
-					return
-				}
-				mu.Lock()
-				if b > peak[n.ReplicaID] {
-					peak[n.ReplicaID] = b
-				}
-				samples++
-				mu.Unlock()
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
+	stop := lcPeakSampler(t, c)
 	start := time.Now()
 	leader := c.Leader()
 	n, err := lcLoad(ctx, leader.Client, "k", writes, 128, valueSize, nil)
-	close(stop)
-	wg.Wait()
+	peak, samples := stop()
 	elapsed := time.Since(start)
 	if err != nil {
 		t.Fatalf("after %d acknowledged writes: %v", n, err)
