@@ -1,6 +1,10 @@
 package main
 
 import (
+	"fmt"
+	"path/filepath"
+
+	oldvfs "github.com/cockroachdb/pebble/vfs"
 	"github.com/keel-db/keel/internal/raftlogdb"
 )
 
@@ -31,6 +35,9 @@ type nodeHostLog struct {
 func openNodeHostLog(dir string) *nodeHostLog {
 	l := &nodeHostLog{}
 	if l.alloc, l.allocErr = allocatedBytes(dir); l.allocErr != nil {
+		return l
+	}
+	if l.err = logDBLive(dir); l.err != nil {
 		return l
 	}
 	if l.db, l.err = openLogDB(dir); l.err != nil {
@@ -88,4 +95,32 @@ func (l *nodeHostLog) isHosted(shardID, replicaID uint64) (hosted, known bool) {
 		return false, false
 	}
 	return l.hosted[raftlogdb.ReplicaID{ShardID: shardID, ReplicaID: replicaID}], true
+}
+
+// logDBLive fails with errLive when a process holds one of dir's LogDB
+// Pebble directories. It tries each directory's lock itself because the
+// Pebble version Dragonboat pins panics, instead of failing, when its Open
+// meets a held lock (the lock-failure path closes the data directory, and
+// the deferred cleanup closes it again: "close of closed channel" in its
+// disk-health wrapper), and raftlogdb.Open opens with that Pebble.
+// Taking the lock with that Pebble's own vfs sees a NodeHost in another
+// process (fcntl) and one in this process (its registry of held locks),
+// as tests run them.
+func logDBLive(dir string) error {
+	dbs, err := filepath.Glob(filepath.Join(dir, "*", "*", "logdb-*"))
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	for _, db := range dbs {
+		lock, err := oldvfs.Default.Lock(filepath.Join(db, "LOCK"))
+		if err != nil {
+			if isLockErr(err) {
+				return fmt.Errorf("%w: the Raft log %s is held by a running process; stop it first", errLive, db)
+			}
+			// Anything else is raftlogdb.Open's to report.
+			continue
+		}
+		_ = lock.Close()
+	}
+	return nil
 }
