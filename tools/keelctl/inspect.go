@@ -39,7 +39,7 @@ func newInspectCmd(g *globals) *cobra.Command {
 Raft log and leftovers. On a directory holding several replicas (keeld
 --shards or --shard-map) it prints one line per replica instead (--json: an
 array); --shard N (and --replica M) picks one for the detailed view.`,
-		Args:  args("DIR"),
+		Args: args("DIR"),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ts, err := g.resolveAll(a[0])
 			if err != nil {
