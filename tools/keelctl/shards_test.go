@@ -35,8 +35,8 @@ const removedShard = 5
 // shards, built once: clean is the data dir without the removed shard's
 // tablet, leftover the same with it.
 var multiFixture struct {
-	once           sync.Once
-	err            error
+	once            sync.Once
+	err             error
 	clean, leftover string
 	// live is what the NodeHost reported for each shard just before it
 	// closed: the oracle for inspect.
