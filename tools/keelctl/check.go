@@ -24,18 +24,27 @@ type checkReport struct {
 func newCheckCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "check DIR",
-		Short: "Check one replica's consistency; exit 1 and name each problem",
+		Short: "Check replicas' consistency; exit 1 and name each problem",
 		Long: `check opens the engine, reads every key and checks the LSM's levels, checks the
 recorded identity, checks that the applied index lies within what the Raft log
-can account for (not below the last snapshot, not past the last entry), and
-looks for orphaned checkpoints and images. It exits 1 when it finds a problem.`,
+can account for (not below the last snapshot, not past the last entry), looks
+for orphaned checkpoints and images, and checks that the NodeHost still hosts
+the replica: a tablet Dragonboat's LogDB holds no records of is a leftover of
+a removed replica. On a directory holding several replicas, without --shard,
+it checks every one and prints a line per replica and a summary. It exits 1
+when it finds a problem.`,
 		Args: args("DIR"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			t, err := g.resolve(a[0])
+			ts, err := g.resolveAll(a[0])
 			if err != nil {
 				return err
 			}
-			rep, err := check(t)
+			l := openNodeHostLog(ts[0].nodeHostDir)
+			defer l.close()
+			if len(ts) > 1 {
+				return checkAll(g, a[0], ts, l)
+			}
+			rep, err := check(ts[0], l)
 			if err != nil {
 				return err
 			}
@@ -68,7 +77,8 @@ looks for orphaned checkpoints and images. It exits 1 when it finds a problem.`,
 	}
 }
 
-func check(t target) (checkReport, error) {
+// check checks one replica against the NodeHost's log l.
+func check(t target, l *nodeHostLog) (checkReport, error) {
 	rep := checkReport{ShardID: t.shardID, ReplicaID: t.replicaID, Problems: []string{}}
 	problem := func(format string, a ...interface{}) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, a...)) }
 	e, err := t.openEngine()
@@ -114,7 +124,18 @@ func check(t target) (checkReport, error) {
 			problem("orphaned checkpoint or image left behind: %s", l)
 		}
 	}
-	info, err := readRaftLog(t.nodeHostDir, t.shardID, t.replicaID)
+	if err := l.openErr(); isLiveErr(err) {
+		return rep, err
+	}
+	// A tablet Dragonboat will not restart is never opened again: host.Host
+	// and keeld remove it with the replica (RemoveReplica), so one still
+	// here is a leftover of a removal that did not finish, or of a copy.
+	if hosted, known := l.isHosted(t.shardID, t.replicaID); known && !hosted {
+		problem("tablet for shard %d replica %d is not hosted by this NodeHost: leftover of a removed replica; keeld's RemoveReplica deletes it",
+			t.shardID, t.replicaID)
+		return finish(rep), nil
+	}
+	info, err := l.info(t.shardID, t.replicaID)
 	if err != nil {
 		if isLiveErr(err) {
 			return rep, err

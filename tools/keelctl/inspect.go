@@ -35,13 +35,20 @@ func newInspectCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "inspect DIR",
 		Short: "Show a replica's identity, applied index, data size, Pebble levels, Raft log and leftovers",
-		Args:  args("DIR"),
+		Long: `inspect shows one replica's identity, applied index, data size, Pebble levels,
+Raft log and leftovers. On a directory holding several replicas (keeld
+--shards or --shard-map) it prints one line per replica instead (--json: an
+array); --shard N (and --replica M) picks one for the detailed view.`,
+		Args: args("DIR"),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			t, err := g.resolve(a[0])
+			ts, err := g.resolveAll(a[0])
 			if err != nil {
 				return err
 			}
-			rep, err := inspect(g, t, exact)
+			if len(ts) > 1 {
+				return inspectAll(g, a[0], ts, exact)
+			}
+			rep, err := inspect(g, ts[0], exact)
 			if err != nil {
 				return err
 			}

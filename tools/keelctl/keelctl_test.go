@@ -166,6 +166,9 @@ func TestMain(m *testing.M) {
 	if fixture.dir != "" {
 		_ = os.RemoveAll(fixture.dir)
 	}
+	if multiFixtureRoot != "" {
+		_ = os.RemoveAll(multiFixtureRoot)
+	}
 	os.Exit(code)
 }
 

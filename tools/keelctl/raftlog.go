@@ -15,8 +15,17 @@ import (
 
 // RaftLogInfo describes one replica's Raft log as stored by Dragonboat,
 // read with raftlogdb (whose doc gives the format and the Dragonboat
-// version it is pinned to).
+// version it is pinned to), and what the NodeHost directory occupies.
 type RaftLogInfo struct {
+	RaftLogRange
+	// AllocatedBytes is what the NodeHost directory occupies on disk
+	// (allocated blocks, as du reports), log and metadata together, for
+	// every replica it hosts.
+	AllocatedBytes int64 `json:"allocated_bytes"`
+}
+
+// RaftLogRange is one replica's part of RaftLogInfo.
+type RaftLogRange struct {
 	// FirstIndex and LastIndex bound the log as Dragonboat reads it on
 	// restart: from one above the snapshot index to the last saved entry.
 	// LastIndex is FirstIndex-1 when no entry follows the snapshot.
@@ -33,9 +42,6 @@ type RaftLogInfo struct {
 	// leader's empty entry never reach Update. On restart Dragonboat refuses
 	// a state machine whose applied index is below it.
 	SnapshotOnDiskIndex uint64 `json:"snapshot_on_disk_index"`
-	// AllocatedBytes is what the NodeHost directory occupies on disk
-	// (allocated blocks, as du reports), log and metadata together.
-	AllocatedBytes int64 `json:"allocated_bytes"`
 }
 
 // openLogDB opens a stopped NodeHost directory's LogDB, mapping raftlogdb's
@@ -65,24 +71,9 @@ func logDBErr(err error) error {
 // NodeHost directory. It fails with errLive when a running process holds
 // the LogDB.
 func readRaftLog(nodeHostDir string, shardID, replicaID uint64) (RaftLogInfo, error) {
-	var info RaftLogInfo
-	alloc, err := allocatedBytes(nodeHostDir)
-	if err != nil {
-		return info, err
-	}
-	info.AllocatedBytes = alloc
-	d, err := openLogDB(nodeHostDir)
-	if err != nil {
-		return info, err
-	}
-	defer d.Close()
-	l, err := d.Log(shardID, replicaID)
-	if err != nil {
-		return info, logDBErr(err)
-	}
-	info.FirstIndex, info.LastIndex, info.StoredFirstIndex = l.FirstIndex, l.LastIndex, l.StoredFirstIndex
-	info.SnapshotIndex, info.SnapshotOnDiskIndex = l.Snapshot.Index, l.Snapshot.OnDiskIndex
-	return info, nil
+	l := openNodeHostLog(nodeHostDir)
+	defer l.close()
+	return l.info(shardID, replicaID)
 }
 
 // logMeta is what an export's metadata needs from the Raft log: the term of

@@ -23,9 +23,36 @@ type target struct {
 	replicaID   uint64
 }
 
-// resolve finds the replica keelctl works on under dir (or the explicit
-// --nodehost-dir/--sm-root).
+// resolve finds the one replica keelctl works on under dir (or the
+// explicit --nodehost-dir/--sm-root). Several matching replicas are a usage
+// error naming the --shard/--replica choices; commands that work on many
+// (inspect, check) call resolveAll instead.
 func (g *globals) resolve(dir string) (target, error) {
+	found, err := g.resolveAll(dir)
+	if err != nil {
+		return target{}, err
+	}
+	if len(found) > 1 {
+		var names []string
+		for i, r := range found {
+			if i == maxChoices {
+				names = append(names, fmt.Sprintf("... (%d more; 'keelctl inspect %s' lists them)", len(found)-i, dir))
+				break
+			}
+			names = append(names, fmt.Sprintf("--shard %d --replica %d", r.shardID, r.replicaID))
+		}
+		return target{}, fmt.Errorf("%w: %s holds several replicas; choose one: %s", errUsage, found[0].smRoot, strings.Join(names, ", "))
+	}
+	return found[0], nil
+}
+
+// maxChoices bounds the replicas resolve's error names: a NodeHost may host
+// a thousand shards.
+const maxChoices = 10
+
+// resolveAll finds every replica under dir that --shard and --replica (when
+// given) match, sorted by shard then replica. It fails when none does.
+func (g *globals) resolveAll(dir string) ([]target, error) {
 	t := target{nodeHostDir: g.nodeHostDir, smRoot: g.smRoot}
 	if t.nodeHostDir == "" {
 		t.nodeHostDir = filepath.Join(dir, "raft")
@@ -36,57 +63,63 @@ func (g *globals) resolve(dir string) (target, error) {
 	st, err := os.Stat(dir)
 	switch {
 	case err != nil && dir != "":
-		return t, fmt.Errorf("%w: %w", errNotKeel, err)
+		return nil, fmt.Errorf("%w: %w", errNotKeel, err)
 	case err == nil && !st.IsDir():
-		return t, fmt.Errorf("%w: %s is not a directory", errNotKeel, dir)
+		return nil, fmt.Errorf("%w: %s is not a directory", errNotKeel, dir)
 	}
-	matches, err := filepath.Glob(filepath.Join(t.smRoot, "shard-*", "replica-*"))
+	all, err := listTablets(t)
 	if err != nil {
-		return t, fmt.Errorf("%w: %w", errUsage, err)
+		return nil, err
 	}
-	type rep struct{ shard, replica uint64 }
-	var found, all []rep
-	for _, m := range matches {
-		var r rep
-		if _, err := fmt.Sscanf(filepath.Base(filepath.Dir(m)), "shard-%d", &r.shard); err != nil {
-			continue
-		}
-		if _, err := fmt.Sscanf(filepath.Base(m), "replica-%d", &r.replica); err != nil {
-			continue
-		}
-		all = append(all, r)
-		if (g.shardID == 0 || g.shardID == r.shard) && (g.replicaID == 0 || g.replicaID == r.replica) {
+	var found []target
+	for _, r := range all {
+		if (g.shardID == 0 || g.shardID == r.shardID) && (g.replicaID == 0 || g.replicaID == r.replicaID) {
 			found = append(found, r)
 		}
 	}
-	for _, rs := range [][]rep{found, all} {
-		sort.Slice(rs, func(i, j int) bool {
-			return rs[i].shard < rs[j].shard || (rs[i].shard == rs[j].shard && rs[i].replica < rs[j].replica)
-		})
+	if len(found) > 0 {
+		return found, nil
 	}
-	switch len(found) {
-	case 0:
-		if len(all) > 0 {
-			// A --shard or --replica that matches none: name what is there.
-			var names []string
-			for _, r := range all {
-				names = append(names, fmt.Sprintf("shard %d replica %d", r.shard, r.replica))
-			}
-			return t, fmt.Errorf("%w: %s holds no replica matching %s; it holds %s", errUsage, t.smRoot, g.filterName(), strings.Join(names, ", "))
-		}
-		return t, fmt.Errorf("%w: no Keel replica under %s (expected %s)", errNotKeel,
-			t.smRoot, filepath.Join("shard-N", "replica-M"))
-	case 1:
-	default:
+	if len(all) > 0 {
+		// A --shard or --replica that matches none: name what is there.
 		var names []string
-		for _, r := range found {
-			names = append(names, fmt.Sprintf("--shard %d --replica %d", r.shard, r.replica))
+		for i, r := range all {
+			if i == maxChoices {
+				names = append(names, fmt.Sprintf("... (%d more)", len(all)-i))
+				break
+			}
+			names = append(names, fmt.Sprintf("shard %d replica %d", r.shardID, r.replicaID))
 		}
-		return t, fmt.Errorf("%w: %s holds several replicas; choose one: %s", errUsage, t.smRoot, strings.Join(names, ", "))
+		return nil, fmt.Errorf("%w: %s holds no replica matching %s; it holds %s", errUsage, t.smRoot, g.filterName(), strings.Join(names, ", "))
 	}
-	t.shardID, t.replicaID = found[0].shard, found[0].replica
-	t.replicaDir = filepath.Join(t.smRoot, fmt.Sprintf("shard-%d", t.shardID), fmt.Sprintf("replica-%d", t.replicaID))
-	return t, nil
+	return nil, fmt.Errorf("%w: no Keel replica under %s (expected %s)", errNotKeel,
+		t.smRoot, filepath.Join("shard-N", "replica-M"))
+}
+
+// listTablets lists the shard-<id>/replica-<id> directories under base's
+// smRoot, sorted by shard then replica, each a target sharing base's
+// directories. Names that do not parse as IDs are not Keel's and skipped.
+func listTablets(base target) ([]target, error) {
+	matches, err := filepath.Glob(filepath.Join(base.smRoot, "shard-*", "replica-*"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	var all []target
+	for _, m := range matches {
+		r := base
+		if _, err := fmt.Sscanf(filepath.Base(filepath.Dir(m)), "shard-%d", &r.shardID); err != nil {
+			continue
+		}
+		if _, err := fmt.Sscanf(filepath.Base(m), "replica-%d", &r.replicaID); err != nil {
+			continue
+		}
+		r.replicaDir = filepath.Join(base.smRoot, fmt.Sprintf("shard-%d", r.shardID), fmt.Sprintf("replica-%d", r.replicaID))
+		all = append(all, r)
+	}
+	sort.Slice(all, func(i, j int) bool {
+		return all[i].shardID < all[j].shardID || (all[i].shardID == all[j].shardID && all[i].replicaID < all[j].replicaID)
+	})
+	return all, nil
 }
 
 // filterName says which --shard/--replica were asked for.
