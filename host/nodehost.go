@@ -42,12 +42,15 @@ func LogDBConfig() config.LogDBConfig {
 //     logcompact.Compactor for the replica calls logcompact.Configure on
 //     this config, which turns them off so the Compactor issues (and
 //     measures) each reclamation itself.
-//   - Quiesce stays off. A host running many mostly idle shards turns it on
-//     (sc.Quiesce = true; keeld does with --shards > 1 or a shard map): an
-//     idle shard then stops heartbeating and ticking, so a thousand idle
-//     shards cost close to nothing. The price: a quiesced leader sends
-//     nothing, so a replica joining (or far behind) an idle shard waits
-//     for the shard's next write or read to wake it.
+//   - Quiesce stays off. A host running many mostly idle shards may turn it
+//     on (sc.Quiesce = true; keeld --quiesce): an idle shard then stops
+//     heartbeating. The price, both seen in Keel's tests: a quiesced
+//     leader sends nothing, so a replica joining an idle shard waits for
+//     the shard's next write or read to wake it; and a single-member shard
+//     whose Open outlasts its election timeout can quiesce with no leader
+//     and drop proposals (ErrShardNotReady) until a read or a Raft message
+//     wakes it. Dragonboat still ticks every shard when quiesced, so the
+//     saving is the heartbeats, not the ticks (bench/README.md).
 func ShardConfig(shardID, replicaID uint64) config.Config {
 	return config.Config{
 		ShardID:                 shardID,

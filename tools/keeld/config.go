@@ -56,6 +56,8 @@ type config struct {
 	GoMemoryLimitMiB int64
 	// Security holds TLS, token and connection-limit settings (security.go).
 	Security securityConfig
+	// Quiesce lets idle shards stop heartbeating (Dragonboat's Quiesce).
+	Quiesce bool
 	// Sharding holds --shards and --shard-map and the replicas this
 	// process runs (placement.go). ShardID and ReplicaID name the first of
 	// them, the one the single-shard endpoints and top-level /status fields
@@ -122,6 +124,7 @@ func newFlagSet(c *config, members, logLevel *string) *flag.FlagSet {
 	addSecurityFlags(fs, &c.Security)
 	addClusterFlag(fs, &c.ClusterID)
 	addShardingFlags(fs, &c.Sharding)
+	fs.BoolVar(&c.Quiesce, "quiesce", false, "let idle shards stop heartbeating (for many mostly idle shards; a replica joining an idle shard, or a shard that opened slowly, waits for a read or message to wake it: Dragonboat's experimental Quiesce)")
 	return fs
 }
 

@@ -234,8 +234,8 @@ func startReplicas(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger 
 	for _, p := range cfg.Sharding.Placement {
 		sc := host.ShardConfig(p.ShardID, p.ReplicaID)
 		cfg.schedulerConfig(logger).ApplyTo(&sc)
-		// Many shards: idle ones go quiet (host.ShardConfig says the cost).
-		sc.Quiesce = cfg.Sharding.Shards > 1 || cfg.Sharding.Map != nil
+		// --quiesce: idle shards go quiet (host.ShardConfig says the cost).
+		sc.Quiesce = cfg.Quiesce
 		if cfg.LogCompaction {
 			// Only where a Compactor runs: it then reclaims LogDB space itself.
 			logcompact.Configure(&sc)
