@@ -4,8 +4,8 @@ package main
 
 import (
 	"fmt"
+	"github.com/keel-db/keel/bench/internal/benchout"
 	"image/color"
-	"path/filepath"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -16,36 +16,14 @@ import (
 // drawCharts writes the PNG charts for rep into out. A chart with nothing
 // to show is skipped.
 func drawCharts(out string, rep *report) error {
-	for _, ch := range []struct {
-		file string
-		draw func(*report) (*plot.Plot, error)
-	}{
-		{"write-throughput.png", throughputChart},
-		{"write-latency.png", latencyChart},
-		{"disk.png", diskChart},
-		{"memory.png", memoryChart},
-		{"machine-fraction.png", fractionChart},
-		{"restart.png", restartChart},
-	} {
-		p, err := ch.draw(rep)
-		if err != nil {
-			return fmt.Errorf("chart %s: %w", ch.file, err)
-		}
-		if p == nil {
-			continue
-		}
-		// Headroom above the data so the legend does not cover it.
-		if _, log := p.Y.Scale.(plot.LogScale); log {
-			p.Y.Max *= 4
-		} else {
-			p.Y.Min = 0
-			p.Y.Max *= 1.3
-		}
-		if err := p.Save(10*vg.Inch, 5*vg.Inch, filepath.Join(out, ch.file)); err != nil {
-			return fmt.Errorf("chart %s: %w", ch.file, err)
-		}
-	}
-	return nil
+	return benchout.Charts(out, rep, []benchout.Chart[report]{
+		{File: "write-throughput.png", Draw: throughputChart},
+		{File: "write-latency.png", Draw: latencyChart},
+		{File: "disk.png", Draw: diskChart},
+		{File: "memory.png", Draw: memoryChart},
+		{File: "machine-fraction.png", Draw: fractionChart},
+		{File: "restart.png", Draw: restartChart},
+	}, 4)
 }
 
 // runs lists the write runs and snapshot-under-load as labelled results.

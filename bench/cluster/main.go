@@ -4,10 +4,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/keel-db/keel/bench/internal/benchout"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -376,28 +376,8 @@ func restartPhase(ctx context.Context, fl *fleet, smp *sampler, o options, rep *
 
 // writeOutputs writes cluster.json and the charts into out.
 func writeOutputs(out string, rep *report) error {
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(rep, "", " ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(out, "cluster.json"), append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return drawCharts(out, rep)
+	return benchout.Write(out, "cluster.json", rep, func(dir string) error { return drawCharts(dir, rep) })
 }
 
 // replot redraws the charts of a saved report.
-func replot(file string) error {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return err
-	}
-	var rep report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		return fmt.Errorf("%s: %w", file, err)
-	}
-	return drawCharts(filepath.Dir(file), &rep)
-}
+func replot(file string) error { return benchout.Replot(file, drawCharts) }

@@ -4,8 +4,8 @@ package main
 
 import (
 	"fmt"
+	"github.com/keel-db/keel/bench/internal/benchout"
 	"image/color"
-	"path/filepath"
 	"slices"
 
 	"gonum.org/v1/plot"
@@ -17,41 +17,17 @@ import (
 // charts are the PNGs drawn against shard count. Their names start with
 // shards- because bench/cluster writes disk.png and restart.png into the
 // same directory.
-var charts = []struct {
-	file string
-	draw func(*report) (*plot.Plot, error)
-}{
-	{"shards-rss.png", rssChart},
-	{"shards-disk.png", diskChart},
-	{"shards-fds.png", fdsChart},
-	{"shards-restart.png", restartChart},
-	{"shards-idle-cpu.png", idleChart},
+var charts = []benchout.Chart[report]{
+	{File: "shards-rss.png", Draw: rssChart},
+	{File: "shards-disk.png", Draw: diskChart},
+	{File: "shards-fds.png", Draw: fdsChart},
+	{File: "shards-restart.png", Draw: restartChart},
+	{File: "shards-idle-cpu.png", Draw: idleChart},
 }
 
 // drawCharts writes the charts for rep into out. A chart with nothing to
 // show is skipped.
-func drawCharts(out string, rep *report) error {
-	for _, ch := range charts {
-		p, err := ch.draw(rep)
-		if err != nil {
-			return fmt.Errorf("chart %s: %w", ch.file, err)
-		}
-		if p == nil {
-			continue
-		}
-		// Headroom so the legend does not cover the data.
-		if _, log := p.Y.Scale.(plot.LogScale); log {
-			p.Y.Max *= 8
-		} else {
-			p.Y.Min = 0
-			p.Y.Max *= 1.3
-		}
-		if err := p.Save(10*vg.Inch, 5*vg.Inch, filepath.Join(out, ch.file)); err != nil {
-			return fmt.Errorf("chart %s: %w", ch.file, err)
-		}
-	}
-	return nil
-}
+func drawCharts(out string, rep *report) error { return benchout.Charts(out, rep, charts, 8) }
 
 // line is one series over shard count: value(row) for every row of kind
 // where ok.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/keel-db/keel/bench/internal/benchout"
 	"log/slog"
 	"net"
 	"os"
@@ -335,28 +336,8 @@ func mib[T int64 | uint64](b T) float64 { return float64(b) / (1 << 20) }
 
 // writeOutputs writes shards.json and the charts into out.
 func writeOutputs(out string, rep *report) error {
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(rep, "", " ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(out, "shards.json"), append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return drawCharts(out, rep)
+	return benchout.Write(out, "shards.json", rep, func(dir string) error { return drawCharts(dir, rep) })
 }
 
 // replot redraws the charts of a saved report.
-func replot(file string) error {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return err
-	}
-	var rep report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		return fmt.Errorf("%s: %w", file, err)
-	}
-	return drawCharts(filepath.Dir(file), &rep)
-}
+func replot(file string) error { return benchout.Replot(file, drawCharts) }
