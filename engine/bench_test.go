@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +45,13 @@ func rssBytes() int64 {
 		}
 	}
 	return 0
+}
+
+// heapBytes is the Go heap in use plus goroutine stacks.
+func heapBytes() int64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc + m.StackInuse)
 }
 
 func openFDs(b *testing.B) int {
@@ -151,7 +159,7 @@ func benchTablets(b *testing.B, n int, shared bool) {
 	must(b, err)
 	defer os.RemoveAll(dir)
 	runtime.GC()
-	fds0, rss0 := openFDs(b), rssBytes()
+	fds0, rss0, g0, heap0 := openFDs(b), rssBytes(), runtime.NumGoroutine(), heapBytes()
 	var sh *Shared
 	if shared {
 		sh, err = NewShared(SharedOptions{})
@@ -188,6 +196,19 @@ func benchTablets(b *testing.B, n int, shared bool) {
 	runtime.GC()
 	fds, rss := openFDs(b)-fds0, rssBytes()-rss0
 	b.ReportMetric(float64(rss)/float64(n), "rss-bytes/tablet")
+	// The Go heap's share of the growth (live objects and goroutine
+	// stacks); the rest of rss-bytes is Pebble's manually allocated
+	// memory (memtable arenas, cache blocks) and runtime overhead.
+	b.ReportMetric(float64(heapBytes()-heap0)/float64(n), "go-bytes/tablet")
+	b.ReportMetric(float64(runtime.NumGoroutine()-g0)/float64(n), "goroutines/tablet")
+	if p := os.Getenv("KEEL_TABLETS_HEAP_PROFILE"); p != "" {
+		// The heap while the tablets are open, which -memprofile (written
+		// after they close) cannot show.
+		f, err := os.Create(fmt.Sprintf("%s.%d", p, n))
+		must(b, err)
+		must(b, pprof.WriteHeapProfile(f))
+		must(b, f.Close())
+	}
 	alloc, apparent := diskUsage(b, dir)
 	b.ReportMetric(float64(fds)/float64(n), "fds/tablet")
 	b.ReportMetric(float64(fds), "fds")

@@ -91,8 +91,17 @@ func (o Options) pebbleOptions(sh *Shared, e *Engine) *pebble.Options {
 			o.testFatal(msg)
 		}
 	}
+	fs := o.FS
+	if fs == nil {
+		// Not Pebble's default, which wraps the OS filesystem in a disk
+		// health checker per database: three goroutines and tickers per
+		// tablet (one for the FS, one per file open for writing: the
+		// MANIFEST and the .log), whose slow-disk events Keel's
+		// EventListener dropped anyway.
+		fs = vfs.Default
+	}
 	po := &pebble.Options{
-		FS:        o.FS,
+		FS:        newTabletFS(fs, !o.WAL),
 		Cache:     sh.cache,
 		FileCache: sh.fileCache,
 		// The newest format gives the best sstable format and is fine: a
