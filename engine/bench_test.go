@@ -135,29 +135,39 @@ func BenchmarkUpdateSync(b *testing.B) {
 
 // BenchmarkTablets opens N tablets of 20 small keys each, synced, and
 // reports what they hold while open: file descriptors and disk (allocated
-// and apparent) per tablet and in total, and the growth of the process's
-// resident memory per tablet (indicative: the Go heap and cgo allocations
-// are not returned to the OS eagerly), on one Shared and with private
+// and apparent) per tablet and in total, sstables, goroutines, and the
+// growth of the process's resident memory and of the Go heap per tablet
+// (resident memory is indicative, and only in the first sub-benchmark a
+// process runs: the Go heap and cgo allocations are not returned to the OS
+// eagerly, so a later one reuses what an earlier one freed; run one
+// sub-benchmark per process to compare), on one Shared and with private
 // resources per tablet as Keel ran before tablets (Options.WAL on, 16 MiB
-// memtables, a private cache and file cache each).
+// memtables, a private cache and file cache each). Every tablet records an
+// identity as sm.Open does: "shared" and "private+wal" with
+// Options.Identity (one flush for format and identity), "shared+setidentity"
+// with a SetIdentity after the open, as sm.Open did before (two flushes,
+// one sstable more).
 //
 //	go test -run '^$' -bench BenchmarkTablets -benchtime 1x ./engine/
 func BenchmarkTablets(b *testing.B) {
 	for _, n := range []int{1, 10, 100, 1000} {
-		for _, mode := range []string{"shared", "private+wal"} {
+		for _, mode := range []string{"shared", "shared+setidentity", "private+wal"} {
 			b.Run(fmt.Sprintf("n=%d/%s", n, mode), func(b *testing.B) {
 				for it := 0; it < b.N; it++ {
-					benchTablets(b, n, mode == "shared")
+					benchTablets(b, n, mode != "private+wal", mode == "shared+setidentity")
 				}
 			})
 		}
 	}
 }
 
-func benchTablets(b *testing.B, n int, shared bool) {
+func benchTablets(b *testing.B, n int, shared, setIdentity bool) {
 	dir, err := os.MkdirTemp(b.TempDir(), "tablets-")
 	must(b, err)
 	defer os.RemoveAll(dir)
+	if os.Getenv("KEEL_TABLETS_HEAP_PROFILE") != "" {
+		runtime.MemProfileRate = 4096 // fine enough to attribute per-tablet structures
+	}
 	runtime.GC()
 	fds0, rss0, g0, heap0 := openFDs(b), rssBytes(), runtime.NumGoroutine(), heapBytes()
 	var sh *Shared
@@ -168,13 +178,20 @@ func benchTablets(b *testing.B, n int, shared bool) {
 	es := make([]*Engine, n)
 	val := make([]byte, 64)
 	for i := range es {
-		o := Options{Logger: quietLogger(), Shared: sh}
+		id := Identity{ShardID: uint64(i + 1), ReplicaID: 1}
+		o := Options{Logger: quietLogger(), Shared: sh, Identity: &id}
+		if setIdentity {
+			o.Identity = nil
+		}
 		if !shared {
 			// As Keel ran before tablets: a WAL and 16 MiB memtables.
 			o.WAL, o.MemTableSize = true, 16<<20
 		}
 		e, err := OpenRoot(filepath.Join(dir, fmt.Sprintf("shard-%04d", i)), o)
 		must(b, err)
+		if setIdentity {
+			must(b, e.SetIdentity(id))
+		}
 		bt := e.NewBatch()
 		for k := 0; k < 20; k++ {
 			must(b, bt.Put([]byte(fmt.Sprintf("key-%02d", k)), val))
@@ -214,9 +231,15 @@ func benchTablets(b *testing.B, n int, shared bool) {
 	b.ReportMetric(float64(fds), "fds")
 	b.ReportMetric(float64(alloc)/float64(n), "disk-bytes/tablet")
 	b.ReportMetric(float64(apparent)/float64(n), "apparent-bytes/tablet")
+	var tables, compactions int64
 	for _, e := range es {
+		m := e.Metrics()
+		tables += m.Total().TablesCount
+		compactions += m.Compact.Count
 		must(b, e.Close())
 	}
+	b.ReportMetric(float64(tables)/float64(n), "sstables/tablet")
+	b.ReportMetric(float64(compactions)/float64(n), "compactions/tablet")
 	if sh != nil {
 		must(b, sh.Close())
 	}

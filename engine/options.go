@@ -36,6 +36,13 @@ type Options struct {
 	// compare the two in benchmarks; a host leaves it off, because the Raft
 	// log already is the write-ahead log (see the package documentation).
 	WAL bool
+	// Identity, when set on a writable open, is recorded in an image that
+	// has none, in the same batch and the same flush as the format record
+	// of a fresh image: a new tablet then costs one sstable and one flush
+	// (an fsync of sstable, MANIFEST and directory) instead of two. An
+	// image that already records an identity keeps it, whatever Identity
+	// says: the caller compares (Engine.Identity), as sm.Open does.
+	Identity *Identity
 	// ReadOnly opens the database without write access (offline tools).
 	ReadOnly bool
 	// DisableCompactions turns off Pebble's automatic compactions. The
