@@ -231,15 +231,17 @@ func benchTablets(b *testing.B, n int, shared, setIdentity bool) {
 	b.ReportMetric(float64(fds), "fds")
 	b.ReportMetric(float64(alloc)/float64(n), "disk-bytes/tablet")
 	b.ReportMetric(float64(apparent)/float64(n), "apparent-bytes/tablet")
-	var tables, compactions int64
+	var tables, compactions, flushes int64
 	for _, e := range es {
 		m := e.Metrics()
 		tables += m.Total().TablesCount
 		compactions += m.Compact.Count
+		flushes += m.Flush.Count
 		must(b, e.Close())
 	}
 	b.ReportMetric(float64(tables)/float64(n), "sstables/tablet")
 	b.ReportMetric(float64(compactions)/float64(n), "compactions/tablet")
+	b.ReportMetric(float64(flushes)/float64(n), "flushes/tablet")
 	if sh != nil {
 		must(b, sh.Close())
 	}

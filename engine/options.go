@@ -38,10 +38,11 @@ type Options struct {
 	WAL bool
 	// Identity, when set on a writable open, is recorded in an image that
 	// has none, in the same batch and the same flush as the format record
-	// of a fresh image: a new tablet then costs one sstable and one flush
-	// (an fsync of sstable, MANIFEST and directory) instead of two. An
-	// image that already records an identity keeps it, whatever Identity
-	// says: the caller compares (Engine.Identity), as sm.Open does.
+	// of a fresh image: creating a tablet then costs one flush (an fsync of
+	// sstable, MANIFEST and directory) and one L0 sstable instead of two.
+	// An image that already records an identity keeps it, whatever
+	// Identity says: the caller compares (Engine.Identity), as sm.Open
+	// does. Ignored with ReadOnly.
 	Identity *Identity
 	// ReadOnly opens the database without write access (offline tools).
 	ReadOnly bool
