@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +45,13 @@ func rssBytes() int64 {
 		}
 	}
 	return 0
+}
+
+// heapBytes is the Go heap in use plus goroutine stacks.
+func heapBytes() int64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc + m.StackInuse)
 }
 
 func openFDs(b *testing.B) int {
@@ -127,31 +135,41 @@ func BenchmarkUpdateSync(b *testing.B) {
 
 // BenchmarkTablets opens N tablets of 20 small keys each, synced, and
 // reports what they hold while open: file descriptors and disk (allocated
-// and apparent) per tablet and in total, and the growth of the process's
-// resident memory per tablet (indicative: the Go heap and cgo allocations
-// are not returned to the OS eagerly), on one Shared and with private
+// and apparent) per tablet and in total, sstables, goroutines, and the
+// growth of the process's resident memory and of the Go heap per tablet
+// (resident memory is indicative, and only in the first sub-benchmark a
+// process runs: the Go heap and cgo allocations are not returned to the OS
+// eagerly, so a later one reuses what an earlier one freed; run one
+// sub-benchmark per process to compare), on one Shared and with private
 // resources per tablet as Keel ran before tablets (Options.WAL on, 16 MiB
-// memtables, a private cache and file cache each).
+// memtables, a private cache and file cache each). Every tablet records an
+// identity as sm.Open does: "shared" and "private+wal" with
+// Options.Identity (one flush for format and identity), "shared+setidentity"
+// with a SetIdentity after the open, as sm.Open did before (two flushes,
+// one sstable more).
 //
 //	go test -run '^$' -bench BenchmarkTablets -benchtime 1x ./engine/
 func BenchmarkTablets(b *testing.B) {
 	for _, n := range []int{1, 10, 100, 1000} {
-		for _, mode := range []string{"shared", "private+wal"} {
+		for _, mode := range []string{"shared", "shared+setidentity", "private+wal"} {
 			b.Run(fmt.Sprintf("n=%d/%s", n, mode), func(b *testing.B) {
 				for it := 0; it < b.N; it++ {
-					benchTablets(b, n, mode == "shared")
+					benchTablets(b, n, mode != "private+wal", mode == "shared+setidentity")
 				}
 			})
 		}
 	}
 }
 
-func benchTablets(b *testing.B, n int, shared bool) {
+func benchTablets(b *testing.B, n int, shared, setIdentity bool) {
 	dir, err := os.MkdirTemp(b.TempDir(), "tablets-")
 	must(b, err)
 	defer os.RemoveAll(dir)
+	if os.Getenv("KEEL_TABLETS_HEAP_PROFILE") != "" {
+		runtime.MemProfileRate = 4096 // fine enough to attribute per-tablet structures
+	}
 	runtime.GC()
-	fds0, rss0 := openFDs(b), rssBytes()
+	fds0, rss0, g0, heap0 := openFDs(b), rssBytes(), runtime.NumGoroutine(), heapBytes()
 	var sh *Shared
 	if shared {
 		sh, err = NewShared(SharedOptions{})
@@ -160,13 +178,20 @@ func benchTablets(b *testing.B, n int, shared bool) {
 	es := make([]*Engine, n)
 	val := make([]byte, 64)
 	for i := range es {
-		o := Options{Logger: quietLogger(), Shared: sh}
+		id := Identity{ShardID: uint64(i + 1), ReplicaID: 1}
+		o := Options{Logger: quietLogger(), Shared: sh, Identity: &id}
+		if setIdentity {
+			o.Identity = nil
+		}
 		if !shared {
 			// As Keel ran before tablets: a WAL and 16 MiB memtables.
 			o.WAL, o.MemTableSize = true, 16<<20
 		}
 		e, err := OpenRoot(filepath.Join(dir, fmt.Sprintf("shard-%04d", i)), o)
 		must(b, err)
+		if setIdentity {
+			must(b, e.SetIdentity(id))
+		}
 		bt := e.NewBatch()
 		for k := 0; k < 20; k++ {
 			must(b, bt.Put([]byte(fmt.Sprintf("key-%02d", k)), val))
@@ -188,14 +213,35 @@ func benchTablets(b *testing.B, n int, shared bool) {
 	runtime.GC()
 	fds, rss := openFDs(b)-fds0, rssBytes()-rss0
 	b.ReportMetric(float64(rss)/float64(n), "rss-bytes/tablet")
+	// The Go heap's share of the growth (live objects and goroutine
+	// stacks); the rest of rss-bytes is Pebble's manually allocated
+	// memory (memtable arenas, cache blocks) and runtime overhead.
+	b.ReportMetric(float64(heapBytes()-heap0)/float64(n), "go-bytes/tablet")
+	b.ReportMetric(float64(runtime.NumGoroutine()-g0)/float64(n), "goroutines/tablet")
+	if p := os.Getenv("KEEL_TABLETS_HEAP_PROFILE"); p != "" {
+		// The heap while the tablets are open, which -memprofile (written
+		// after they close) cannot show.
+		f, err := os.Create(fmt.Sprintf("%s.%d", p, n))
+		must(b, err)
+		must(b, pprof.WriteHeapProfile(f))
+		must(b, f.Close())
+	}
 	alloc, apparent := diskUsage(b, dir)
 	b.ReportMetric(float64(fds)/float64(n), "fds/tablet")
 	b.ReportMetric(float64(fds), "fds")
 	b.ReportMetric(float64(alloc)/float64(n), "disk-bytes/tablet")
 	b.ReportMetric(float64(apparent)/float64(n), "apparent-bytes/tablet")
+	var tables, compactions, flushes int64
 	for _, e := range es {
+		m := e.Metrics()
+		tables += m.Total().TablesCount
+		compactions += m.Compact.Count
+		flushes += m.Flush.Count
 		must(b, e.Close())
 	}
+	b.ReportMetric(float64(tables)/float64(n), "sstables/tablet")
+	b.ReportMetric(float64(compactions)/float64(n), "compactions/tablet")
+	b.ReportMetric(float64(flushes)/float64(n), "flushes/tablet")
 	if sh != nil {
 		must(b, sh.Close())
 	}

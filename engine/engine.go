@@ -97,7 +97,7 @@ func Open(dir string, o Options) (*Engine, error) {
 	e.db, e.fs = db, po.FS
 	e.life.Unlock()
 	if !o.ReadOnly {
-		if err := e.ensureFormat(); err != nil {
+		if err := e.ensureMeta(o.Identity); err != nil {
 			_ = e.Close() // closes a private shared too
 			return nil, err
 		}
@@ -105,32 +105,60 @@ func Open(dir string, o Options) (*Engine, error) {
 	return e, nil
 }
 
-func (e *Engine) ensureFormat() error {
+// ensureMeta checks the format record of a writable image and writes the
+// records a fresh one lacks (format, and id when given and none is
+// recorded) in one batch, made durable by one flush.
+func (e *Engine) ensureMeta(id *Identity) error {
+	var kvs [][2][]byte
 	v, closer, err := e.db.Get(keyFormat)
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
-		return e.setDurably(keyFormat, []byte{FormatVersion})
+		kvs = append(kvs, [2][]byte{keyFormat, {FormatVersion}})
 	case err != nil:
 		return fmt.Errorf("keel/engine: read format: %w", err)
+	default:
+		bad := len(v) != 1 || v[0] > FormatVersion
+		_ = closer.Close()
+		if bad {
+			return fmt.Errorf("%w: data format %x is not one this Keel reads (max %d)", ErrCorrupt, v, FormatVersion)
+		}
 	}
-	defer closer.Close()
-	if len(v) != 1 || v[0] > FormatVersion {
-		return fmt.Errorf("%w: data format %x is not one this Keel reads (max %d)", ErrCorrupt, v, FormatVersion)
+	if id != nil {
+		switch _, closer, err := e.db.Get(keyIdentity); {
+		case errors.Is(err, pebble.ErrNotFound):
+			kvs = append(kvs, [2][]byte{keyIdentity, encodeIdentity(*id)})
+		case err != nil:
+			return fmt.Errorf("keel/engine: read identity: %w", err)
+		default:
+			_ = closer.Close()
+		}
 	}
-	return nil
+	if len(kvs) == 0 {
+		return nil
+	}
+	return e.setDurably(kvs...)
 }
 
-// setDurably writes one metadata key and makes it durable: a synced write
-// with a WAL, a write and a flush without.
-func (e *Engine) setDurably(k, v []byte) error {
+// setDurably writes metadata records in one batch and makes them durable:
+// a synced write with a WAL, a write and a flush without.
+func (e *Engine) setDurably(kvs ...[2][]byte) error {
 	opts := pebble.NoSync
 	if e.wal {
 		opts = pebble.Sync
 	}
-	if err := e.db.Set(k, v, opts); err != nil {
-		return fmt.Errorf("keel/engine: write %q: %w", k[2:], err)
+	b := e.db.NewBatch()
+	defer b.Close()
+	n := 0
+	for _, kv := range kvs {
+		if err := b.Set(kv[0], kv[1], nil); err != nil {
+			return fmt.Errorf("keel/engine: write %q: %w", kv[0][2:], err)
+		}
+		n += len(kv[0]) + len(kv[1])
 	}
-	e.committed(len(k) + len(v))
+	if err := b.Commit(opts); err != nil {
+		return fmt.Errorf("keel/engine: write metadata: %w", err)
+	}
+	e.committed(n)
 	if e.wal {
 		return nil
 	}
@@ -231,7 +259,7 @@ func (e *Engine) SetIdentity(id Identity) error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
-	return e.setDurably(keyIdentity, encodeIdentity(id))
+	return e.setDurably([2][]byte{keyIdentity, encodeIdentity(id)})
 }
 
 // Sync makes every batch committed before the call durable. Without a WAL

@@ -36,6 +36,14 @@ type Options struct {
 	// compare the two in benchmarks; a host leaves it off, because the Raft
 	// log already is the write-ahead log (see the package documentation).
 	WAL bool
+	// Identity, when set on a writable open, is recorded in an image that
+	// has none, in the same batch and the same flush as the format record
+	// of a fresh image: creating a tablet then costs one flush (an fsync of
+	// sstable, MANIFEST and directory) and one L0 sstable instead of two.
+	// An image that already records an identity keeps it, whatever
+	// Identity says: the caller compares (Engine.Identity), as sm.Open
+	// does. Ignored with ReadOnly.
+	Identity *Identity
 	// ReadOnly opens the database without write access (offline tools).
 	ReadOnly bool
 	// DisableCompactions turns off Pebble's automatic compactions. The
@@ -91,8 +99,17 @@ func (o Options) pebbleOptions(sh *Shared, e *Engine) *pebble.Options {
 			o.testFatal(msg)
 		}
 	}
+	fs := o.FS
+	if fs == nil {
+		// Not Pebble's default, which wraps the OS filesystem in a disk
+		// health checker per database: three goroutines and tickers per
+		// tablet (one for the FS, one per file open for writing: the
+		// MANIFEST and the .log), whose slow-disk events Keel's
+		// EventListener dropped anyway.
+		fs = vfs.Default
+	}
 	po := &pebble.Options{
-		FS:        o.FS,
+		FS:        newTabletFS(fs, !o.WAL),
 		Cache:     sh.cache,
 		FileCache: sh.fileCache,
 		// The newest format gives the best sstable format and is fine: a

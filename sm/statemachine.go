@@ -85,7 +85,12 @@ func (s *StateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 		return 0, statemachine.ErrOpenStopped
 	default:
 	}
-	eng, err := engine.OpenRoot(s.cfg.Dir, s.cfg.Engine)
+	// A fresh image records the identity with its format record, in one
+	// flush (an older image without one gets it at open too);
+	// checkIdentity then compares it.
+	o := s.cfg.Engine
+	o.Identity = &engine.Identity{ShardID: s.cfg.ShardID, ReplicaID: s.cfg.ReplicaID}
+	eng, err := engine.OpenRoot(s.cfg.Dir, o)
 	if err != nil {
 		return 0, err
 	}
