@@ -69,6 +69,7 @@ bench: keeld
 	$(GO) run ./bench/cluster -keeld bin/keeld -out $(RESULTS) $(CLUSTER_ARGS)
 	$(MAKE) bench-logcompact
 	$(MAKE) bench-shards
+	$(MAKE) bench-catchup | tee $(RESULTS)/catchup.txt
 
 ## bench-quick: the same harness in under a minute (tiny sizes, one K); bench/results/quick
 # CI may run it to keep the harness working; it never checks a figure.
