@@ -74,12 +74,7 @@ func inspect(g *globals, t target, exact bool) (inspectReport, error) {
 	if rep.Image, err = root.Current(); err != nil {
 		return rep, fmt.Errorf("%w: %w", errOpen, err)
 	}
-	var st engine.Stats
-	if exact {
-		st, err = countWithProgress(g, e)
-	} else {
-		st, err = e.Stats(false)
-	}
+	st, err := replicaStats(g, e, exact)
 	if err != nil {
 		return rep, fmt.Errorf("%w: %w", errOpen, err)
 	}
@@ -160,4 +155,13 @@ func printInspect(g *globals, r inspectReport) {
 		fmt.Fprintf(w, "L%d\t%d\t%d\t\n", l.Level, l.Files, l.Bytes)
 	}
 	_ = w.Flush()
+}
+
+// replicaStats counts the image's user data: exactly (with a progress bar
+// on a terminal) or from Pebble's estimates.
+func replicaStats(g *globals, e *engine.Engine, exact bool) (engine.Stats, error) {
+	if exact {
+		return countWithProgress(g, e)
+	}
+	return e.Stats(false)
 }

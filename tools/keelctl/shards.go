@@ -78,12 +78,7 @@ func inspectRow(g *globals, t target, l *nodeHostLog, exact bool) (shardRow, err
 		return row, err
 	}
 	defer e.Close()
-	var st engine.Stats
-	if exact {
-		st, err = countWithProgress(g, e)
-	} else {
-		st, err = e.Stats(false)
-	}
+	st, err := replicaStats(g, e, exact)
 	if err != nil {
 		return row, fmt.Errorf("%w: %w", errOpen, err)
 	}
