@@ -199,7 +199,7 @@ func run(ctx context.Context, o options) error {
 	fl.pprof = o.Profile > 0
 	defer fl.cleanup()
 
-	rep := &report{Started: started.UTC().Format(time.RFC3339), Host: hostInfo(), Config: o,
+	rep := &report{Started: started.UTC().Format(time.RFC3339), Host: benchout.ReadMachine(), Config: o,
 		Notes: []string{"The machine is shared: other work may run beside the benchmark (see host.loadavg_at_start); quote medians of several runs.",
 			"Targets are for a 2-core, 24 GiB machine and are reported, never asserted."}}
 	fail := func(phase string, err error) {

@@ -4,20 +4,19 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"runtime"
+	"github.com/keel-db/keel/bench/internal/benchout"
 	"strings"
 )
 
 // report is cluster.json.
 type report struct {
-	Started string        `json:"started"`
-	Seconds float64       `json:"seconds"`
-	Host    host          `json:"host"`
-	Config  options       `json:"config"`
-	Notes   []string      `json:"notes"`
-	Limits  *limitsResult `json:"limits,omitempty"`
-	Write   []writeResult `json:"write"`
+	Started string           `json:"started"`
+	Seconds float64          `json:"seconds"`
+	Host    benchout.Machine `json:"host"`
+	Config  options          `json:"config"`
+	Notes   []string         `json:"notes"`
+	Limits  *limitsResult    `json:"limits,omitempty"`
+	Write   []writeResult    `json:"write"`
 	// WriteTxn are write runs with many puts per request (POST /txn): what
 	// Keel does when HTTP's per-request cost is shared. Not used for the
 	// targets, which are per PUT.
@@ -30,42 +29,6 @@ type report struct {
 	Disk         diskMem  `json:"disk_and_memory"`
 	Targets      []target `json:"targets"`
 	Errors       []string `json:"errors,omitempty"`
-}
-
-type host struct {
-	GOOS      string `json:"goos"`
-	GOARCH    string `json:"goarch"`
-	CPUs      int    `json:"cpus"`
-	CPUModel  string `json:"cpu_model,omitempty"`
-	MemTotal  string `json:"mem_total,omitempty"`
-	Kernel    string `json:"kernel,omitempty"`
-	LoadAvg   string `json:"loadavg_at_start,omitempty"`
-	GoVersion string `json:"go_version"`
-}
-
-func hostInfo() host {
-	h := host{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				h.CPUModel = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		if l, _, ok := strings.Cut(string(b), "\n"); ok {
-			_, v, _ := strings.Cut(l, ":")
-			h.MemTotal = strings.TrimSpace(v)
-		}
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		h.Kernel = strings.TrimSpace(string(b))
-	}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		h.LoadAvg = strings.TrimSpace(string(b))
-	}
-	return h
 }
 
 // target is one of the issue's targets for a 2-core, 24 GiB machine. Pass

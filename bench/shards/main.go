@@ -233,7 +233,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer func() { _ = os.RemoveAll(root) }()
-	rep := &report{Started: started.UTC().Format(time.RFC3339), Host: hostInfo(), Config: o,
+	rep := &report{Started: started.UTC().Format(time.RFC3339), Host: benchout.ReadMachine(), Config: o,
 		Notes: []string{
 			"Each figure comes from a fresh child process running one kind at one shard count; noop is Dragonboat's in-memory no-op state machine on the same NodeHost and Raft settings.",
 			"RSS is VmRSS after debug.FreeOSMemory; disk is allocated bytes (st_blocks*512); the machine is shared, so quote several runs.",
