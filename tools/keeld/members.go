@@ -9,8 +9,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/lni/dragonboat/v4"
 )
@@ -19,7 +21,7 @@ import (
 // was removed, or addr is another member's address. The errors wrap
 // dragonboat.ErrRejected (409), as Dragonboat would have rejected them.
 func (s *server) checkAdd(ctx context.Context, shard, id uint64, addr string) error {
-	m, err := s.nh.SyncGetShardMembership(ctx, shard)
+	m, err := s.membership(ctx, shard)
 	if err != nil {
 		return fmt.Errorf("read membership: %w", err)
 	}
@@ -43,7 +45,7 @@ func (s *server) checkAdd(ctx context.Context, shard, id uint64, addr string) er
 
 // checkDelete refuses (404) removing an ID that is not a member.
 func (s *server) checkDelete(ctx context.Context, shard, id uint64) error {
-	m, err := s.nh.SyncGetShardMembership(ctx, shard)
+	m, err := s.membership(ctx, shard)
 	if err != nil {
 		return fmt.Errorf("read membership: %w", err)
 	}
@@ -58,4 +60,21 @@ func (s *server) checkDelete(ctx context.Context, shard, id uint64) error {
 	}
 	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
 	return fmt.Errorf("%w: replica %d is not a member of shard %d (voting members: %v)", errNotFound, id, shard, ids)
+}
+
+// membership reads shard's membership through the leader, retrying while
+// Dragonboat drops the read before it starts (no leader yet, busy): it
+// changes nothing, so a retry is always safe.
+func (s *server) membership(ctx context.Context, shard uint64) (*dragonboat.Membership, error) {
+	for {
+		m, err := s.nh.SyncGetShardMembership(ctx, shard)
+		if err == nil || !(errors.Is(err, dragonboat.ErrShardNotReady) || errors.Is(err, dragonboat.ErrSystemBusy)) {
+			return m, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(20 * time.Millisecond): // a retry backoff
+		}
+	}
 }
