@@ -33,6 +33,9 @@ type Engine struct {
 	// ownsShared is set when Open made shared for this engine alone
 	// (Options.Shared nil); Close then closes it.
 	ownsShared bool
+	// recordClose is set for a writable WAL-less engine on a Root's live
+	// image: a clean Close then writes the root's closed record.
+	recordClose bool
 
 	// commits counts the writes committed through the engine; flushed is
 	// the value of commits that the last successful flush covered. Equal
@@ -192,10 +195,24 @@ func (e *Engine) Close() error {
 			ferr = w.wait(nil)
 		}
 	}
+	// The closed record describes the flushed state, read while nothing
+	// can write (the caller has stopped writing; flushes are excluded).
+	var rec closedState
+	record := e.recordClose && ferr == nil
+	if record {
+		var rerr error
+		rec, rerr = e.recordClosed()
+		record = rerr == nil
+	}
 	e.closed.Store(true)
 	close(e.closing)
 	e.life.Unlock()
 	err := e.db.Close()
+	if record && err == nil {
+		// A record that cannot be written only costs the next open its
+		// shortcut (see ReadClosed), so its error is not Close's.
+		_ = e.writeClosed(rec)
+	}
 	e.shared.unregister(e)
 	if e.ownsShared {
 		err = errors.Join(err, e.shared.Close())

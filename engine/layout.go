@@ -120,7 +120,12 @@ func OpenRoot(dir string, o Options) (*Engine, error) {
 			return nil, err
 		}
 	}
-	return Open(r.FS.PathJoin(dir, cur), o)
+	e, err := Open(r.FS.PathJoin(dir, cur), o)
+	if err != nil {
+		return nil, err
+	}
+	e.recordClose = !o.ReadOnly && !o.WAL
+	return e, nil
 }
 
 func (r Root) createFirstImage() (string, error) {
@@ -294,7 +299,7 @@ func (r Root) leftovers(names []string, cur string) []string {
 	var out []string
 	for _, n := range names {
 		_, isImage := parseImageName(n)
-		if (isImage && n != cur) || strings.HasPrefix(n, tempPrefix) || n == currentFile+".tmp" {
+		if (isImage && n != cur) || strings.HasPrefix(n, tempPrefix) || n == currentFile+".tmp" || n == closedTmpFile {
 			out = append(out, n)
 		}
 	}
