@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/keel-db/keel/engine"
 	"github.com/keel-db/keel/logcompact"
@@ -39,6 +40,29 @@ type Config struct {
 	// (snapshot.Options.ReserveBytes); an image that would eat into it is
 	// refused before anything is written.
 	SnapshotReserveBytes uint64
+	// TabletIdleClose closes a shard's tablet (its Pebble database) once
+	// nothing has used it for this long, and lets a restart skip opening
+	// tablets that were closed cleanly (sm.Config.IdleClose). An open
+	// tablet holds about 250 KB of memory whatever its data; reopening one
+	// costs a few milliseconds and, for writing, about six fsyncs. Zero
+	// means DefaultTabletIdleClose; negative keeps every tablet open.
+	TabletIdleClose time.Duration
+}
+
+// DefaultTabletIdleClose is Config.TabletIdleClose's default: the time
+// Dragonboat takes to quiesce an idle shard with Keel's Raft settings
+// (10 election timeouts of 10 ticks of 20 ms), so a tablet closes about
+// when its shard goes quiet.
+const DefaultTabletIdleClose = 2 * time.Second
+
+func (c Config) tabletIdleClose() time.Duration {
+	switch {
+	case c.TabletIdleClose < 0:
+		return 0
+	case c.TabletIdleClose == 0:
+		return DefaultTabletIdleClose
+	}
+	return c.TabletIdleClose
 }
 
 // DataDir is the directory holding a replica's state (its tablet).
@@ -96,6 +120,7 @@ func (f *Factory) Create(shardID, replicaID uint64) statemachine.IOnDiskStateMac
 		Engine:    eo,
 		Logger:    f.cfg.Logger,
 		Snapshot:  snapshot.Options{StreamBytesPerSecond: f.cfg.SnapshotStreamBytesPerSecond, ReserveBytes: f.cfg.SnapshotReserveBytes},
+		IdleClose: f.cfg.tabletIdleClose(),
 	})
 	f.mu.Lock()
 	f.sms[[2]uint64{shardID, replicaID}] = s

@@ -55,26 +55,26 @@ type ScanResult struct {
 // Lookup serves GetQuery, ScanQuery, StatsQuery and HashQuery from a
 // consistent view of the live image.
 func (s *StateMachine) Lookup(q interface{}) (interface{}, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.eng == nil {
-		return nil, ErrClosed
+	eng, err := s.acquire(false)
+	if err != nil {
+		return nil, err
 	}
+	defer s.mu.RUnlock()
 	switch q := q.(type) {
 	case GetQuery:
-		return get(s.eng, q.Key)
+		return get(eng, q.Key)
 	case *GetQuery:
-		return get(s.eng, q.Key)
+		return get(eng, q.Key)
 	case ScanQuery:
-		return scan(s.eng, q)
+		return scan(eng, q)
 	case *ScanQuery:
-		return scan(s.eng, *q)
+		return scan(eng, *q)
 	case StatsQuery:
-		return s.eng.Stats(q.Exact)
+		return eng.Stats(q.Exact)
 	case *StatsQuery:
-		return s.eng.Stats(q.Exact)
+		return eng.Stats(q.Exact)
 	case HashQuery, *HashQuery:
-		return hash(s.eng)
+		return hash(eng)
 	default:
 		return nil, fmt.Errorf("%w: %T", ErrUnknownQuery, q)
 	}

@@ -13,6 +13,8 @@ import (
 // snapshotCounters count snapshot work for tests, metrics and status.
 type snapshotCounters struct {
 	prepared, saved, saveFailed, received, receiveFailed atomic.Uint64
+	// idleCloses counts tablets closed for idleness.
+	idleCloses atomic.Uint64
 	// lastPrepareNanos is how long the last PrepareSnapshot held Update off.
 	lastPrepareNanos atomic.Int64
 }
@@ -50,12 +52,13 @@ func (s *StateMachine) SnapshotStats() SnapshotStats {
 // it with Update excluded; it costs microseconds whatever the state size.
 func (s *StateMachine) PrepareSnapshot() (interface{}, error) {
 	start := time.Now()
-	s.mu.RLock()
-	eng := s.eng
-	s.mu.RUnlock()
-	if eng == nil {
-		return nil, ErrClosed
+	// Held until the capture is registered: a registered capture keeps an
+	// idle close away from the tablet it pins.
+	eng, err := s.acquire(true)
+	if err != nil {
+		return nil, err
 	}
+	defer s.mu.RUnlock()
 	c, err := snapshot.Begin(eng, &s.tracker, s.cfg.Snapshot)
 	if err != nil {
 		return nil, err
@@ -133,12 +136,18 @@ func (s *StateMachine) releaseCaptures() {
 // snapshot.Capture.Save). Updates go on while it runs.
 func (s *StateMachine) SaveSnapshot(ctx interface{}, w io.Writer, done <-chan struct{}) error {
 	c, ok := ctx.(*snapshot.Capture)
-	if !ok || !s.takeCapture(c) {
+	if !ok {
 		s.stats.saveFailed.Add(1)
 		return fmt.Errorf("keel: SaveSnapshot called with %T, not a pending capture", ctx)
 	}
+	// Counted as saving before it leaves the pending set, so the tablet it
+	// pins is never left unpinned for an idle close.
 	s.startSaving(c.Index())
 	defer s.endSaving(c.Index())
+	if !s.takeCapture(c) {
+		s.stats.saveFailed.Add(1)
+		return fmt.Errorf("keel: SaveSnapshot called with %T, not a pending capture", ctx)
+	}
 	err := c.Save(w, snapshot.SaveConfig{
 		Root:      s.root,
 		Engine:    s.cfg.Engine,
@@ -173,12 +182,11 @@ func (s *StateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{}) er
 }
 
 func (s *StateMachine) recoverFromSnapshot(r io.Reader, done <-chan struct{}) error {
-	s.mu.RLock()
-	old := s.eng
-	s.mu.RUnlock()
-	if old == nil {
-		return ErrClosed
+	old, err := s.acquire(true)
+	if err != nil {
+		return err
 	}
+	s.mu.RUnlock()
 	name, h, err := snapshot.Install(r, snapshot.InstallConfig{
 		Root:      s.root,
 		Engine:    s.cfg.Engine,
@@ -197,8 +205,15 @@ func (s *StateMachine) recoverFromSnapshot(r io.Reader, done <-chan struct{}) er
 	}
 	s.releaseCaptures()
 	s.mu.Lock()
-	s.eng = eng
+	if s.eng != nil && s.eng != old {
+		// Only Dragonboat's serialisation keeps another writer away; if
+		// one got here, close what it opened rather than leak it.
+		_ = s.eng.Close()
+	}
+	s.eng, s.engRO = eng, false
 	s.applied.Store(h.ImageAppliedIndex)
+	s.touch()
+	s.armIdle()
 	s.mu.Unlock()
 	oldName := s.root.FS.PathBase(old.Dir())
 	if err := old.Close(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/keel-db/keel/engine"
 	"github.com/keel-db/keel/snapshot"
@@ -26,6 +27,12 @@ type Config struct {
 	// Snapshot holds limits for received snapshot streams and the budget a
 	// capture spends on recording writes; the zero value gives defaults.
 	Snapshot snapshot.Options
+	// IdleClose, when positive, closes the replica's tablet once nothing
+	// has used it for this long, and lets Open skip opening a tablet that
+	// was closed cleanly (see the package documentation, "Idle tablets").
+	// Zero keeps the tablet open from Open to Close. Ignored with
+	// Engine.WAL or Engine.ReadOnly.
+	IdleClose time.Duration
 }
 
 // StateMachine is Keel's statemachine.IOnDiskStateMachine.
@@ -41,11 +48,20 @@ type StateMachine struct {
 	log  *slog.Logger
 	root engine.Root
 
-	// mu guards eng. Lookups hold it shared for the whole read so an install
-	// cannot close the engine under them; an install holds it exclusively
-	// only while swapping the pointer.
-	mu  sync.RWMutex
-	eng *engine.Engine
+	// mu guards open, eng, engRO and failed (see tablet.go). Lookups and
+	// Update hold it shared for the whole call so neither an install nor
+	// an idle close can close the engine under them; an install holds it
+	// exclusively only while swapping the pointer, an idle close while
+	// closing the engine.
+	mu     sync.RWMutex
+	open   bool
+	eng    *engine.Engine
+	engRO  bool
+	failed error
+	// lastUse is when the tablet was last used (UnixNano), for the idle
+	// clock; idle is its timer, nil until the tablet first opens.
+	lastUse atomic.Int64
+	idle    atomic.Pointer[time.Timer]
 
 	// applied is the last index committed by Update or installed by a
 	// snapshot; read without locks by metrics and status.
@@ -85,6 +101,16 @@ func (s *StateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 		return 0, statemachine.ErrOpenStopped
 	default:
 	}
+	if applied, ok := s.openLazily(); ok {
+		// The tablet opens when first used (acquire).
+		s.mu.Lock()
+		s.open = true
+		s.mu.Unlock()
+		s.applied.Store(applied)
+		s.touch()
+		s.log.Debug("keel state machine open, tablet closed", "dir", s.cfg.Dir, "applied", applied)
+		return applied, nil
+	}
 	// A fresh image records the identity with its format record, in one
 	// flush (an older image without one gets it at open too);
 	// checkIdentity then compares it.
@@ -94,7 +120,7 @@ func (s *StateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := s.checkIdentity(eng); err != nil {
+	if err := s.checkIdentity(eng, !o.ReadOnly); err != nil {
 		_ = eng.Close()
 		return 0, err
 	}
@@ -103,21 +129,28 @@ func (s *StateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 		_ = eng.Close()
 		return 0, err
 	}
-	s.mu.Lock()
-	s.eng = eng
-	s.mu.Unlock()
 	s.applied.Store(applied)
+	s.mu.Lock()
+	s.eng, s.engRO, s.open = eng, o.ReadOnly, true
+	s.touch()
+	s.armIdle()
+	s.mu.Unlock()
 	s.log.Debug("keel state machine open", "dir", eng.Dir(), "applied", applied)
 	return applied, nil
 }
 
-func (s *StateMachine) checkIdentity(eng *engine.Engine) error {
+// checkIdentity refuses an image of another replica, and records the
+// identity in a writable image that has none.
+func (s *StateMachine) checkIdentity(eng *engine.Engine, writable bool) error {
 	want := engine.Identity{ShardID: s.cfg.ShardID, ReplicaID: s.cfg.ReplicaID}
 	id, ok, err := eng.Identity()
 	if err != nil {
 		return err
 	}
 	if !ok {
+		if !writable {
+			return nil
+		}
 		return eng.SetIdentity(want)
 	}
 	if id != want {
@@ -129,12 +162,11 @@ func (s *StateMachine) checkIdentity(eng *engine.Engine) error {
 // Update applies entries in one Pebble batch together with the index of the
 // last one. Entries at or below the applied index are skipped.
 func (s *StateMachine) Update(entries []statemachine.Entry) ([]statemachine.Entry, error) {
-	s.mu.RLock()
-	eng := s.eng
-	s.mu.RUnlock()
-	if eng == nil {
-		return nil, ErrClosed
+	eng, err := s.acquire(true)
+	if err != nil {
+		return nil, err
 	}
+	defer s.mu.RUnlock()
 	b := eng.NewBatch()
 	defer b.Close()
 	if s.tracker.Enabled() {
@@ -239,8 +271,15 @@ func condHolds(b *engine.Batch, cd Cond) (bool, error) {
 func (s *StateMachine) Sync() error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.eng == nil {
+	switch {
+	case !s.open:
 		return ErrClosed
+	case s.failed != nil:
+		return s.failed
+	case s.eng == nil || s.engRO:
+		// A closed tablet was flushed when it closed; a read-only one
+		// holds nothing unflushed.
+		return nil
 	}
 	return s.eng.Sync()
 }
@@ -250,11 +289,15 @@ func (s *StateMachine) Close() error {
 	s.releaseCaptures()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.open = false
+	if t := s.idle.Load(); t != nil {
+		t.Stop()
+	}
 	if s.eng == nil {
 		return nil
 	}
 	err := s.eng.Close()
-	s.eng = nil
+	s.eng, s.engRO = nil, false
 	return err
 }
 
