@@ -65,6 +65,7 @@ type Engine struct {
 // opens without one losing nothing: Pebble replays every WAL it finds and,
 // on a writable open, flushes the result before Open returns.
 func Open(dir string, o Options) (*Engine, error) {
+	fixMallocThreshold()
 	sh, owns := o.Shared, false
 	if sh == nil {
 		var err error
