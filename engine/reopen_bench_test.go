@@ -166,7 +166,8 @@ func formatCounts(m map[string]int, n int) string {
 // BenchmarkReopen is what a restart of a host costs per tablet: n tablets
 // with 20 small keys each are created, synced and closed; then every one
 // is opened again (OpenRoot with an identity, then AppliedIndex, as
-// sm.Open does) from 48 goroutines, as Dragonboat's 48 snapshot workers
+// sm.Open does; read-only in the "ro" runs, as sm opens an idle tablet
+// for a Lookup) from 48 goroutines, as Dragonboat's 48 snapshot workers
 // call Open, and closed again. It reports the wall time per tablet of the
 // reopen, the Go heap an open tablet holds, and the file operations of
 // the reopen per tablet (logged, with -v).
@@ -174,15 +175,17 @@ func formatCounts(m map[string]int, n int) string {
 //	go test -run '^$' -bench BenchmarkReopen -benchtime 1x -v ./engine/
 func BenchmarkReopen(b *testing.B) {
 	for _, n := range []int{100, 1000} {
-		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
-			for it := 0; it < b.N; it++ {
-				benchReopen(b, n, 48)
-			}
-		})
+		for _, ro := range []bool{false, true} {
+			b.Run(fmt.Sprintf("n=%d/ro=%v", n, ro), func(b *testing.B) {
+				for it := 0; it < b.N; it++ {
+					benchReopen(b, n, 48, ro)
+				}
+			})
+		}
 	}
 }
 
-func benchReopen(b *testing.B, n, workers int) {
+func benchReopen(b *testing.B, n, workers int, ro bool) {
 	dir, err := os.MkdirTemp(b.TempDir(), "reopen-")
 	must(b, err)
 	defer os.RemoveAll(dir)
@@ -238,7 +241,9 @@ func benchReopen(b *testing.B, n, workers int) {
 	heap0 := heapBytes()
 	t0 = time.Now()
 	parallel(func(i int) {
-		e, err := OpenRoot(root(i), opts(i))
+		o := opts(i)
+		o.ReadOnly = ro
+		e, err := OpenRoot(root(i), o)
 		must(b, err)
 		if idx, err := e.AppliedIndex(); err != nil || idx != 1 {
 			b.Fatalf("applied index %d, %v", idx, err)

@@ -66,10 +66,40 @@
 // stream format. While a capture is pending, Update records the keys it
 // writes in the state machine's snapshot.Tracker before committing.
 //
+// # Idle tablets
+//
+// With Config.IdleClose set (a host sets it, host.Config.TabletIdleClose,
+// default 2 s), a replica's tablet is open only while it is used:
+//
+//   - A timer closes the tablet once nothing (Update, Lookup, a snapshot)
+//     has used it for IdleClose and no snapshot capture or save pins it:
+//     Close flushes, closes Pebble and writes the closed record (see
+//     engine, "Closed tablets"). Sync of a closed tablet has nothing to do.
+//     If that flush fails the state machine is ahead of its tablet; every
+//     later call then returns the error, so Dragonboat halts the replica
+//     and a restart replays the log from what the tablet holds.
+//   - Open returns the applied index from a closed record that still
+//     describes the live image, without opening Pebble (no fsync, no
+//     memory); otherwise it opens the tablet as before.
+//   - A Lookup on a closed tablet opens it read-only (no fsync, and
+//     without Pebble's write-side structures); Update, PrepareSnapshot and
+//     RecoverFromSnapshot open it for writing, closing a read-only one
+//     first. Every reopen checks that the tablet's applied index is the
+//     one the state machine holds (ErrCorrupt otherwise).
+//
+// Why this is exact: the applied index Open returns is the tablet's
+// durable one (the closed record counts only for the state it was written
+// in), and a tablet closes only after a successful flush of everything
+// Update applied, so Dragonboat replays exactly the entries after it, as
+// after any restart. StateMachine.mu is held shared by every call that
+// uses the tablet, for the whole call, and exclusively to open or close
+// it, so no call ever sees a tablet close under it.
+//
 // # Concurrency
 //
 // Dragonboat serialises Open, Update, Sync, PrepareSnapshot,
 // RecoverFromSnapshot and Close. Lookup and SaveSnapshot run concurrently
-// with them. StateMachine.mu is held shared by readers and exclusively only
-// to swap or close the engine, so a read never sees a closed engine.
+// with them, and so does the idle timer. StateMachine.mu is held shared by
+// Lookup and Update for the whole call and exclusively only to open, swap
+// or close the engine, so a call never sees a closed engine.
 package sm
