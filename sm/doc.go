@@ -78,6 +78,11 @@
 //     If that flush fails the state machine is ahead of its tablet; every
 //     later call then returns the error, so Dragonboat halts the replica
 //     and a restart replays the log from what the tablet holds.
+//   - The idle time adapts per tablet: a tablet reopened within twice its
+//     idle time of closing doubles it (up to 32 x IdleClose), one that
+//     stayed closed longer halves it back, so a host whose writes slow
+//     down does not fall into closing tablets between two writes and
+//     reopening them for the next (see tablet.go).
 //   - Open returns the applied index from a closed record that still
 //     describes the live image, without opening Pebble (no fsync, no
 //     memory); otherwise it opens the tablet as before.

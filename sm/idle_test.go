@@ -206,3 +206,41 @@ func must(t testing.TB, err error) {
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestIdleTimeAdapts: a tablet reopened soon after its idle close doubles
+// its idle time; one that stays closed longer halves it back.
+func TestIdleTimeAdapts(t *testing.T) {
+	const base = 40 * time.Millisecond
+	s := New(Config{Dir: t.TempDir(), ShardID: 1, ReplicaID: 1, Engine: engine.Options{Logger: quietLogger()}, IdleClose: base})
+	_, err := s.Open(make(chan struct{}))
+	must(t, err)
+	defer s.Close()
+	closed := func() error {
+		if s.TabletOpen() {
+			return errors.New("tablet still open")
+		}
+		return nil
+	}
+	idx := uint64(0)
+	write := func() {
+		idx++
+		update(t, s, entries(idx, put(t, "k", fmt.Sprint(idx))))
+	}
+	write()
+	testutil.Eventually(t, 10*time.Second, closed)
+	write() // at once: closed too early
+	if got := s.idleTime(); got != 2*base {
+		t.Fatalf("idle time after a quick reopen %v, want %v", got, 2*base)
+	}
+	testutil.Eventually(t, 10*time.Second, closed)
+	write()
+	if got := s.idleTime(); got != 4*base {
+		t.Fatalf("idle time after a second quick reopen %v, want %v", got, 4*base)
+	}
+	testutil.Eventually(t, 10*time.Second, closed)
+	time.Sleep(10 * base) // stays closed longer than twice the idle time
+	write()
+	if got := s.idleTime(); got != 2*base {
+		t.Fatalf("idle time after a long close %v, want %v", got, 2*base)
+	}
+}

@@ -48,20 +48,24 @@ type StateMachine struct {
 	log  *slog.Logger
 	root engine.Root
 
-	// mu guards open, eng, engRO and failed (see tablet.go). Lookups and
-	// Update hold it shared for the whole call so neither an install nor
+	// mu guards open, eng, engRO, failed and closedAt (see tablet.go).
+	// Lookups and Update hold it shared for the whole call so neither an install nor
 	// an idle close can close the engine under them; an install holds it
 	// exclusively only while swapping the pointer, an idle close while
 	// closing the engine.
-	mu     sync.RWMutex
-	open   bool
-	eng    *engine.Engine
-	engRO  bool
-	failed error
+	mu       sync.RWMutex
+	open     bool
+	eng      *engine.Engine
+	engRO    bool
+	failed   error
+	closedAt time.Time
 	// lastUse is when the tablet was last used (UnixNano), for the idle
-	// clock; idle is its timer, nil until the tablet first opens.
+	// clock; idle is its timer, nil until the tablet first opens; idleFor
+	// is the current idle time in nanoseconds (0: IdleClose), written
+	// under mu and read by the timer without it.
 	lastUse atomic.Int64
 	idle    atomic.Pointer[time.Timer]
+	idleFor atomic.Int64
 
 	// applied is the last index committed by Update or installed by a
 	// snapshot; read without locks by metrics and status.
