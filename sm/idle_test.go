@@ -208,7 +208,8 @@ func must(t testing.TB, err error) {
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // TestIdleTimeAdapts: a tablet reopened soon after its idle close doubles
-// its idle time; one that stays closed longer halves it back.
+// its idle time; one that stays closed longer halves it back; and the idle
+// time is never below 20 times the last reopen's duration.
 func TestIdleTimeAdapts(t *testing.T) {
 	const base = 40 * time.Millisecond
 	s := New(Config{Dir: t.TempDir(), ShardID: 1, ReplicaID: 1, Engine: engine.Options{Logger: quietLogger()}, IdleClose: base})
@@ -225,22 +226,27 @@ func TestIdleTimeAdapts(t *testing.T) {
 	write := func() {
 		idx++
 		update(t, s, entries(idx, put(t, "k", fmt.Sprint(idx))))
+		if cost := time.Duration(s.reopenCost.Load()); s.idleTime() < min(20*cost, 32*base) {
+			t.Fatalf("idle time %v is below 20 x the last reopen's %v", s.idleTime(), cost)
+		}
 	}
+	backoff := func() time.Duration { return time.Duration(s.idleFor.Load()) }
 	write()
 	testutil.Eventually(t, 10*time.Second, closed)
 	write() // at once: closed too early
-	if got := s.idleTime(); got != 2*base {
+	if got := backoff(); got != 2*base {
 		t.Fatalf("idle time after a quick reopen %v, want %v", got, 2*base)
 	}
 	testutil.Eventually(t, 10*time.Second, closed)
 	write()
-	if got := s.idleTime(); got != 4*base {
+	if got := backoff(); got != 4*base {
 		t.Fatalf("idle time after a second quick reopen %v, want %v", got, 4*base)
 	}
 	testutil.Eventually(t, 10*time.Second, closed)
-	time.Sleep(10 * base) // stays closed longer than twice the idle time
+	// The condition is time passing: closed longer than twice the idle time.
+	time.Sleep(10 * base)
 	write()
-	if got := s.idleTime(); got != 2*base {
+	if got := backoff(); got != 2*base {
 		t.Fatalf("idle time after a long close %v, want %v", got, 2*base)
 	}
 }

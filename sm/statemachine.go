@@ -66,6 +66,8 @@ type StateMachine struct {
 	lastUse atomic.Int64
 	idle    atomic.Pointer[time.Timer]
 	idleFor atomic.Int64
+	// reopenCost is how long the last reopen for writing took (ns).
+	reopenCost atomic.Int64
 
 	// applied is the last index committed by Update or installed by a
 	// snapshot; read without locks by metrics and status.

@@ -27,7 +27,9 @@ import (
 // then pays a reopen (seven fsyncs, on Dragonboat's apply worker), writes
 // slow down further and every tablet closes and reopens without end
 // (measured: 1,000 shards under write load fell from 1,700 to 50 writes/s
-// with a fixed 2 s idle time).
+// with a fixed 2 s idle time). For the same reason a tablet also stays
+// open at least reopenAmortize times as long as its last reopen for
+// writing took.
 
 // lazyEnabled reports whether tablets may be opened lazily and closed when
 // idle: only WAL-less writable tablets write the closed record.
@@ -50,15 +52,26 @@ func (s *StateMachine) openLazily() (uint64, bool) {
 	return c.Applied, true
 }
 
-// maxIdleBackoff bounds how far a tablet's idle time grows over IdleClose.
-const maxIdleBackoff = 32
+const (
+	// maxIdleBackoff bounds how far a tablet's idle time grows over
+	// IdleClose.
+	maxIdleBackoff = 32
+	// reopenAmortize is how many times its last reopen for writing took a
+	// tablet stays open at least, so reopens cost at most 1/reopenAmortize
+	// of the time: under a storm of reopens (a slow disk, many shards
+	// written at once) each takes long, and the tablets stop closing
+	// before the storm can feed itself.
+	reopenAmortize = 20
+)
 
 // idleTime is the tablet's current idle time (see above).
 func (s *StateMachine) idleTime() time.Duration {
-	if d := time.Duration(s.idleFor.Load()); d > 0 {
-		return d
+	d := time.Duration(s.idleFor.Load())
+	if d <= 0 {
+		d = s.cfg.IdleClose
 	}
-	return s.cfg.IdleClose
+	d = max(d, reopenAmortize*time.Duration(s.reopenCost.Load()))
+	return min(d, maxIdleBackoff*s.cfg.IdleClose)
 }
 
 // adaptIdleLocked adjusts the idle time when a tablet the idle timer
@@ -67,7 +80,10 @@ func (s *StateMachine) adaptIdleLocked() {
 	if s.closedAt.IsZero() {
 		return
 	}
-	cur := s.idleTime()
+	cur := time.Duration(s.idleFor.Load())
+	if cur <= 0 {
+		cur = s.cfg.IdleClose
+	}
 	if time.Since(s.closedAt) < 2*cur {
 		s.idleFor.Store(int64(min(2*cur, maxIdleBackoff*s.cfg.IdleClose)))
 	} else {
@@ -132,9 +148,13 @@ func (s *StateMachine) wakeLocked(write bool) error {
 	} else {
 		o.ReadOnly = true
 	}
+	start := time.Now()
 	eng, err := engine.OpenRoot(s.cfg.Dir, o)
 	if err != nil {
 		return err
+	}
+	if write {
+		defer func() { s.reopenCost.Store(int64(time.Since(start))) }()
 	}
 	if err := s.checkIdentity(eng, write); err != nil {
 		_ = eng.Close()
