@@ -133,8 +133,8 @@ func TestPublishSwitchesImage(t *testing.T) {
 	if n, _ := e2.AppliedIndex(); n != 10 {
 		t.Fatalf("reopen after publish applied %d", n)
 	}
-	// OpenRoot swept the old image.
-	if got := listDir(t, fs, dir); strings.Join(got, ",") != "CURRENT,"+name {
+	// OpenRoot swept the old image (CLOSED is the last clean close's record).
+	if got := listDir(t, fs, dir); strings.Join(got, ",") != "CLOSED,CURRENT,"+name {
 		t.Fatalf("after reopen the root holds %v", got)
 	}
 	// Numbers keep increasing even after older images are gone.
@@ -152,9 +152,9 @@ func TestSweepRemovesLeftovers(t *testing.T) {
 	must(t, err)
 	must(t, e.Close())
 	r := NewRoot(dir, fs)
-	stale := []string{"img-0000000000000000", "img-0000000000000007", "tmp-x", "tmp-checkpoint-abc", "CURRENT.tmp"}
+	stale := []string{"img-0000000000000000", "img-0000000000000007", "tmp-x", "tmp-checkpoint-abc", "CURRENT.tmp", "CLOSED.tmp"}
 	for _, n := range stale {
-		if strings.HasPrefix(n, "CURRENT") {
+		if strings.HasSuffix(n, ".tmp") {
 			writeFile(t, fs, fs.PathJoin(dir, n), "img-0000000000000007\n")
 			continue
 		}
@@ -176,14 +176,14 @@ func TestSweepRemovesLeftovers(t *testing.T) {
 	if strings.Join(left, ",") != strings.Join(want, ",") {
 		t.Fatalf("leftovers %v, want %v", left, want)
 	}
-	if got := listDir(t, fs, dir); len(got) != len(stale)+4 {
+	if got := listDir(t, fs, dir); len(got) != len(stale)+5 { // CLOSED, CURRENT, the image, README, img-notanumber
 		t.Fatalf("Leftovers removed something: %v", got)
 	}
 	e, err = OpenRoot(dir, Options{FS: fs, Logger: quietLogger()}) // sweeps
 	must(t, err)
 	defer e.Close()
 	got := listDir(t, fs, dir)
-	if strings.Join(got, ",") != "CURRENT,README,img-0000000000000001,img-notanumber" {
+	if strings.Join(got, ",") != "CLOSED,CURRENT,README,img-0000000000000001,img-notanumber" {
 		t.Fatalf("after sweep: %v", got)
 	}
 }
@@ -216,7 +216,7 @@ func TestCorruptCurrent(t *testing.T) {
 				t.Fatalf("Sweep with a corrupt CURRENT: %v", err)
 			}
 			// Nothing was removed on the strength of a corrupt pointer.
-			if got := listDir(t, fs, "/r"); strings.Join(got, ",") != "CURRENT,img-0000000000000001" {
+			if got := listDir(t, fs, "/r"); strings.Join(got, ",") != "CLOSED,CURRENT,img-0000000000000001" {
 				t.Fatalf("root after failed open: %v", got)
 			}
 		})
@@ -292,7 +292,7 @@ func TestCurrentIOErrorIsNotCorruption(t *testing.T) {
 				t.Fatalf("Sweep: got %v, want the injected error and not ErrCorrupt", err)
 			}
 			// Nothing was swept or created while the pointer was unreadable.
-			if got := listDir(t, mem, "/r"); strings.Join(got, ",") != "CURRENT,img-0000000000000001,tmp-leftover" {
+			if got := listDir(t, mem, "/r"); strings.Join(got, ",") != "CLOSED,CURRENT,img-0000000000000001,tmp-leftover" {
 				t.Fatalf("root after failed opens: %v", got)
 			}
 		})
