@@ -83,7 +83,10 @@
 //     stayed closed longer halves it back, so a host whose writes slow
 //     down does not fall into closing tablets between two writes and
 //     reopening them for the next; and a tablet stays open at least 20
-//     times as long as its last reopen for writing took (see tablet.go).
+//     times as long as its last reopen for writing took, and one Open
+//     opened stays open until its first use, for up to 32 x IdleClose (a
+//     host takes longer than IdleClose to start many shards; see
+//     tablet.go).
 //   - Open returns the applied index from a closed record that still
 //     describes the live image, without opening Pebble (no fsync, no
 //     memory); otherwise it opens the tablet as before.

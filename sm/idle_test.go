@@ -250,3 +250,26 @@ func TestIdleTimeAdapts(t *testing.T) {
 		t.Fatalf("idle time after a long close %v, want %v", got, 2*base)
 	}
 }
+
+// TestIdleWaitsForFirstUse: a tablet Open opened is not closed before its
+// first use (for up to 32 x IdleClose): a host starting many shards takes
+// longer than IdleClose to start them all.
+func TestIdleWaitsForFirstUse(t *testing.T) {
+	const base = 20 * time.Millisecond
+	s := New(Config{Dir: t.TempDir(), ShardID: 1, ReplicaID: 1, Engine: engine.Options{Logger: quietLogger()}, IdleClose: base})
+	_, err := s.Open(make(chan struct{}))
+	must(t, err)
+	defer s.Close()
+	// The condition is time passing: ten idle times without a use.
+	time.Sleep(10 * base)
+	if !s.TabletOpen() {
+		t.Fatal("a tablet never used was closed before 32 x IdleClose")
+	}
+	update(t, s, entries(1, put(t, "k", "v")))
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if s.TabletOpen() {
+			return errors.New("tablet still open")
+		}
+		return nil
+	})
+}

@@ -68,6 +68,9 @@ type StateMachine struct {
 	idleFor atomic.Int64
 	// reopenCost is how long the last reopen for writing took (ns).
 	reopenCost atomic.Int64
+	// used is set at the first use of a tablet Open opened: until then
+	// the idle timer leaves it open for up to maxIdleBackoff x IdleClose.
+	used atomic.Bool
 
 	// applied is the last index committed by Update or installed by a
 	// snapshot; read without locks by metrics and status.

@@ -115,6 +115,9 @@ func (s *StateMachine) acquire(write bool) (*engine.Engine, error) {
 		}
 		if s.eng != nil && (!write || !s.engRO) {
 			s.touch()
+			if !s.used.Load() {
+				s.used.Store(true)
+			}
 			return s.eng, nil
 		}
 		s.mu.RUnlock()
@@ -173,6 +176,7 @@ func (s *StateMachine) wakeLocked(write bool) error {
 			engine.ErrCorrupt, s.cfg.Dir, applied, s.applied.Load())
 	}
 	s.eng, s.engRO = eng, !write
+	s.used.Store(true)
 	s.adaptIdleLocked()
 	s.touch()
 	s.armIdle()
@@ -209,6 +213,14 @@ func (s *StateMachine) closeIfIdle() {
 	if wait := idle - time.Since(time.Unix(0, s.lastUse.Load())); wait > 0 {
 		// A check after Close finds the state machine closed and stops.
 		s.rearm(wait)
+		return
+	}
+	if !s.used.Load() && time.Since(time.Unix(0, s.lastUse.Load())) < maxIdleBackoff*s.cfg.IdleClose {
+		// Opened by Open and not used yet: a host starting many shards
+		// takes longer than IdleClose to start them all, and closing
+		// their tablets before the first write only makes that write
+		// reopen them.
+		s.rearm(idle)
 		return
 	}
 	if !s.mu.TryLock() {
