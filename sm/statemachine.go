@@ -285,9 +285,9 @@ func (s *StateMachine) Sync() error {
 		return ErrClosed
 	case s.failed != nil:
 		return s.failed
-	case s.eng == nil || s.engRO:
-		// A closed tablet was flushed when it closed; a read-only one
-		// holds nothing unflushed.
+	case s.eng == nil || (s.engRO && !s.cfg.Engine.ReadOnly):
+		// A closed tablet was flushed when it closed; one a Lookup
+		// reopened read-only holds nothing unflushed.
 		return nil
 	}
 	return s.eng.Sync()
