@@ -102,7 +102,8 @@
 // Update applied, so Dragonboat replays exactly the entries after it, as
 // after any restart. StateMachine.mu is held shared by every call that
 // uses the tablet, for the whole call, and exclusively to open or close
-// it, so no call ever sees a tablet close under it.
+// it, so no call ever sees a tablet close under it; a SaveSnapshot, which
+// runs without it, is covered by its capture's pin.
 //
 // # Concurrency
 //
