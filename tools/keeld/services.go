@@ -114,6 +114,15 @@ func (s *services) startShard(ctx context.Context, nh *dragonboat.NodeHost, f *h
 	return ss, nil
 }
 
+// of returns the loops of shardID's replica, nil when s is nil or the
+// shard is not hosted here.
+func (s *services) of(shardID uint64) *shardServices {
+	if s == nil {
+		return nil
+	}
+	return s.byShard[shardID]
+}
+
 // stop ends both loops and waits for them.
 func (s *services) stop() {
 	if s == nil {

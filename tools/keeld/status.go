@@ -200,12 +200,17 @@ type snapshotStatus struct {
 }
 
 func (s *server) snapshotStatus() snapshotStatus {
+	return s.snapshotStatusOf(s.cfg.ShardID, s.cfg.ReplicaID)
+}
+
+// snapshotStatusOf is snapshotStatus for any replica this process hosts.
+func (s *server) snapshotStatusOf(shardID, replicaID uint64) snapshotStatus {
 	var st snapshotStatus
-	if m := s.factory.StateMachine(s.cfg.ShardID, s.cfg.ReplicaID); m != nil {
+	if m := s.factory.StateMachine(shardID, replicaID); m != nil {
 		st.SnapshotStats = m.SnapshotStats()
 	}
-	if s.svc != nil && s.svc.sched != nil {
-		ss := s.svc.sched.Stats()
+	if ss := s.svc.of(shardID); ss != nil && ss.sched != nil {
+		ss := ss.sched.Stats()
 		st.TimerTaken, st.TimerSkipped, st.TimerRejected, st.TimerFailed = ss.Taken, ss.Skipped, ss.Rejected, ss.Failed
 		st.LastTimerIndex = ss.LastIndex
 	}
