@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -128,6 +129,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	// idempotent.
 	closeNH := func() { _ = h.Close() }
 
+	addJoinedReplicas(nh, &cfg, logger)
 	if err := startReplicas(nh, factory, cfg, logger); err != nil {
 		return err
 	}
@@ -232,31 +234,70 @@ func startReplicas(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger 
 	}
 	restarted := 0
 	for _, p := range cfg.Sharding.Placement {
-		sc := host.ShardConfig(p.ShardID, p.ReplicaID)
-		cfg.schedulerConfig(logger).ApplyTo(&sc)
-		// --quiesce: idle shards go quiet (host.ShardConfig says the cost).
-		sc.Quiesce = cfg.Quiesce
-		if cfg.LogCompaction {
-			// Only where a Compactor runs: it then reclaims LogDB space itself.
-			logcompact.Configure(&sc)
-		}
-		var members map[uint64]dragonboat.Target
-		join := cfg.Join
 		if nh.HasNodeInfo(p.ShardID, p.ReplicaID) {
-			join = false
 			restarted++
-		} else if !join {
-			members = make(map[uint64]dragonboat.Target, len(p.Members))
-			for id, addr := range p.Members {
-				members[id] = addr
-			}
 		}
-		if err := nh.StartOnDiskReplica(members, join, f.Create, sc); err != nil {
-			return fmt.Errorf("start replica %d of shard %d: %w", p.ReplicaID, p.ShardID, err)
+		if err := startReplica(nh, f, cfg, p, cfg.Join, logger); err != nil {
+			return err
 		}
 	}
 	if restarted > 0 {
 		logger.Info("restarted bootstrapped replicas; --members, --join and the shard map are ignored for them", "replicas", restarted)
 	}
 	return nil
+}
+
+// startReplica starts replica p: restarted from its data when the data
+// directory holds it, else joining (join) or bootstrapped with p.Members.
+func startReplica(nh *dragonboat.NodeHost, f *host.Factory, cfg config, p placed, join bool, logger *slog.Logger) error {
+	sc := host.ShardConfig(p.ShardID, p.ReplicaID)
+	cfg.schedulerConfigFor(p.ShardID, logger).ApplyTo(&sc)
+	// --quiesce: idle shards go quiet (host.ShardConfig says the cost).
+	sc.Quiesce = cfg.Quiesce
+	if cfg.LogCompaction {
+		// Only where a Compactor runs: it then reclaims LogDB space itself.
+		logcompact.Configure(&sc)
+	}
+	var members map[uint64]dragonboat.Target
+	if nh.HasNodeInfo(p.ShardID, p.ReplicaID) {
+		join = false
+	} else if !join {
+		members = make(map[uint64]dragonboat.Target, len(p.Members))
+		for id, addr := range p.Members {
+			members[id] = addr
+		}
+	}
+	if err := nh.StartOnDiskReplica(members, join, f.Create, sc); err != nil {
+		return fmt.Errorf("start replica %d of shard %d: %w", p.ReplicaID, p.ShardID, err)
+	}
+	return nil
+}
+
+// addJoinedReplicas adds to the placement every replica of this host that
+// the data directory holds but the shard map does not place here: one
+// joined at runtime (POST /admin/shards/{id}/join) before the map was
+// updated. It restarts from its data like any other; without this it
+// would stay down until the map named it.
+func addJoinedReplicas(nh *dragonboat.NodeHost, cfg *config, logger *slog.Logger) {
+	s := &cfg.Sharding
+	if s.Map == nil {
+		return
+	}
+	info := nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{})
+	if info == nil {
+		return
+	}
+	have := map[uint64]bool{}
+	for _, p := range s.Placement {
+		have[p.ShardID] = true
+	}
+	for _, li := range info.LogInfo {
+		if have[li.ShardID] || li.ReplicaID != cfg.ReplicaID || li.ShardID == 0 || li.ShardID > s.Shards {
+			continue
+		}
+		have[li.ShardID] = true
+		s.Placement = append(s.Placement, placed{ShardID: li.ShardID, ReplicaID: li.ReplicaID})
+		logger.Info("restarting a replica joined at runtime that the shard map does not place here yet", "shard", li.ShardID, "replica", li.ReplicaID)
+	}
+	sort.Slice(s.Placement, func(i, j int) bool { return s.Placement[i].ShardID < s.Placement[j].ShardID })
 }
