@@ -130,7 +130,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	closeNH := func() { _ = h.Close() }
 
 	addJoinedReplicas(nh, &cfg, logger)
-	if err := startReplicas(nh, factory, cfg, logger); err != nil {
+	if err := startReplicas(nh, factory, &cfg, logger); err != nil {
 		return err
 	}
 	disk.attach(nh)
@@ -219,7 +219,14 @@ func factoryFunc(cfg config, logger *slog.Logger) (func(host.Config) (*host.Fact
 // already bootstrapped in the data directory restarts with no member list,
 // so a restart works whatever --members, --join or the shard map say;
 // Dragonboat keeps the membership in its log.
-func startReplicas(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger *slog.Logger) error {
+//
+// A replica that was removed from its shard on this process (DELETE
+// .../members/{its ID} here, which deletes its data) is left out of the
+// placement with a warning: Dragonboat marks its directory removed and
+// refuses to start it (ErrReplicaRemoved), and a map or --members that
+// still names it must not keep the process's other replicas down. When
+// nothing is left to run, the start fails.
+func startReplicas(nh *dragonboat.NodeHost, f *host.Factory, cfg *config, logger *slog.Logger) error {
 	// One data directory holds one replica of a shard: starting another
 	// replica ID here would bootstrap a second, unrelated member beside it.
 	if info := nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{}); info != nil {
@@ -233,14 +240,25 @@ func startReplicas(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger 
 		}
 	}
 	restarted := 0
+	var started []placed
 	for _, p := range cfg.Sharding.Placement {
 		if nh.HasNodeInfo(p.ShardID, p.ReplicaID) {
 			restarted++
 		}
-		if err := startReplica(nh, f, cfg, p, cfg.Join, logger); err != nil {
+		err := startReplica(nh, f, *cfg, p, cfg.Join, logger)
+		if errors.Is(err, dragonboat.ErrReplicaRemoved) {
+			logger.Warn("not starting a replica removed from its shard on this process; take the shard off this host in the shard map", "shard", p.ShardID, "replica", p.ReplicaID)
+			continue
+		}
+		if err != nil {
 			return err
 		}
+		started = append(started, p)
 	}
+	if len(started) == 0 {
+		return fmt.Errorf("every replica placed on this process was removed from its shard here (%s): start a new replica with a new ID and --join in another --data-dir, or take the shards off this host in the shard map", cfg.DataDir)
+	}
+	cfg.Sharding.Placement, cfg.ShardID = started, started[0].ShardID
 	if restarted > 0 {
 		logger.Info("restarted bootstrapped replicas; --members, --join and the shard map are ignored for them", "replicas", restarted)
 	}

@@ -51,9 +51,9 @@ type server struct {
 	// disk refuses writes while the disk is over its reserve; nil in
 	// tests that build a server without one.
 	disk *diskGuard
-	// joinMu serialises POST /admin/shards/{id}/join, so two joins of one
-	// shard never both start a replica; it guards no data of its own.
-	joinMu sync.Mutex
+	// placeMu serialises POST /admin/shards/{id}/join, so two joins of
+	// one shard never both start a replica; it guards no data of its own.
+	placeMu sync.Mutex
 }
 
 func newServer(nh *dragonboat.NodeHost, f *host.Factory, svc *services, cfg config, logger *slog.Logger) *server {

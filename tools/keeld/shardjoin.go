@@ -22,14 +22,14 @@ package main
 //     forwards on to S's other hosts).
 //
 // A replica joined at runtime restarts from its data even before the map
-// names it (addJoinedReplicas). The order matters once: a host whose map
-// places S on it but whose data directory does not hold S bootstraps a
-// new replica from the map's list, which is right only when the cluster
-// is created. So B must not be restarted with the edited map before step
-// 2, and A must not be restarted with the old map after step 4 (do step 5
-// right after step 4). A replica ID that was removed can never join its
-// shard again (Dragonboat keeps it removed), so a host cannot take back a
-// shard it once left.
+// names it (addJoinedReplicas), and A, restarted with the old map, leaves
+// out the replica it removed (Dragonboat marks it removed; startReplicas).
+// The order matters once: a host whose map places S on it but whose data
+// directory never held S bootstraps a new replica from the map's list,
+// which is right only when the cluster is created, so B must not be
+// restarted with the edited map before step 2. A replica ID that was
+// removed can never join its shard again (Dragonboat keeps it removed),
+// so a host cannot take back a shard it once left.
 //
 // GET /admin/shards/{id}/hash answers this process's own replica's
 // StateHash (engine.StateHash: SHA-256 over every key and value in order,
@@ -74,8 +74,8 @@ func (s *server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := s.cfg.ReplicaID
-	s.joinMu.Lock()
-	defer s.joinMu.Unlock()
+	s.placeMu.Lock()
+	defer s.placeMu.Unlock()
 	if ls := s.route.get(shard); ls != nil {
 		if ls.removed.Load() {
 			s.fail(w, fmt.Errorf("%w: replica %d of shard %d was removed from this process; a removed replica ID cannot join again", dragonboat.ErrRejected, id, shard))
@@ -86,8 +86,11 @@ func (s *server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	p := placed{ShardID: shard, ReplicaID: id}
 	if err := startReplica(s.nh, s.factory, s.cfg, p, true, s.log); err != nil {
-		if errors.Is(err, dragonboat.ErrShardAlreadyExist) {
+		switch {
+		case errors.Is(err, dragonboat.ErrShardAlreadyExist):
 			err = fmt.Errorf("%w: %v", dragonboat.ErrRejected, err)
+		case errors.Is(err, dragonboat.ErrReplicaRemoved):
+			err = fmt.Errorf("%w: %v: replica %d of shard %d was removed from this process and cannot join again", dragonboat.ErrRejected, err, id, shard)
 		}
 		s.fail(w, fmt.Errorf("join shard %d: %w", shard, err))
 		return

@@ -70,9 +70,10 @@ func (w *ackWriter) waitMore(t *testing.T, what string, after, n int64) {
 // the shard: add replica 4, join it on host 4 (POST
 // /admin/shards/1/join), wait until it caught up (by snapshot: the log was
 // compacted), delete replica 1 on host 1. No acknowledged write is lost,
-// the new replica's StateHash equals the others', and host 4 keeps the
-// replica across a SIGKILL and restart with the old map. README's recipe
-// is these steps.
+// the new replica's StateHash equals the others', host 4 keeps the
+// replica across a SIGKILL and restart with the old map, and host 1,
+// restarted with the old map, does not start the removed replica again.
+// README's recipe is these steps.
 func TestMoveShardReplica(t *testing.T) {
 	const hosts, shards, shard = 4, 4, 1
 	m := startShardMap(t, hosts, shards, func(s int) []uint64 {
@@ -215,6 +216,18 @@ func TestMoveShardReplica(t *testing.T) {
 	to.kill()
 	to.start()
 	waitShardsReady(t, to, len(m.shardsOn(4))+1)
+	// Host 1 restarts with the old map too, which still places shard 1 on
+	// it: it recorded the removal, so it does not start replica 1 anew
+	// (from nothing, under a removed ID) and cannot join again.
+	from.kill()
+	from.start()
+	waitShardsReady(t, from, len(m.shardsOn(1))-1)
+	if lines, err := shardLines(from); err != nil || lines[shard].ShardID != 0 {
+		t.Fatalf("host 1 after restart: %v, shard %d: %+v", err, shard, lines[shard])
+	}
+	if code, body := do(t, "POST", from.url(fmt.Sprintf("/admin/shards/%d/join", shard)), nil); code != http.StatusConflict {
+		t.Fatalf("host 1 joining shard %d again: %d %s, want 409", shard, code, body)
+	}
 	checkAcked()
 	waitHashesEqual(t, shard, now)
 }
