@@ -402,7 +402,7 @@ func (s *server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	idx, err := s.nh.SyncRequestSnapshot(ctx, shard, dragonboat.DefaultSnapshotOption)
+	idx, err := s.snapshotVia(ctx, shard)
 	if errors.Is(err, dragonboat.ErrRejected) {
 		s.fail(w, fmt.Errorf("snapshot: %w: nothing was applied since the last snapshot", err))
 		return
@@ -470,7 +470,7 @@ func (s *server) adminShard(w http.ResponseWriter, r *http.Request) (uint64, boo
 
 // replicaOf is this process's replica ID in shard (0 if none).
 func (s *server) replicaOf(shard uint64) uint64 {
-	for _, p := range s.cfg.Sharding.Placement {
+	for _, p := range s.route.placed() {
 		if p.ShardID == shard {
 			return p.ReplicaID
 		}
