@@ -384,6 +384,9 @@ func (s *server) handleDeleteMember(w http.ResponseWriter, r *http.Request) {
 	// data and its tablet go too, and the disk comes back.
 	if ls := s.route.hosted(shard); ls != nil && s.removeReplica != nil && id == s.replicaOf(shard) {
 		ls.removed.Store(true)
+		if s.metrics != nil {
+			s.metrics.compactors.Remove(shard, id) // its log is gone
+		}
 		freed, err := s.removeReplica(ctx, shard, id)
 		if err != nil {
 			s.log.Warn("removed replica's data not deleted", "shard", shard, "replica", id, "err", err)

@@ -22,6 +22,9 @@ type metrics struct {
 	read     *prometheus.HistogramVec
 	// forwarded counts requests sent on to another process (router.go).
 	forwarded prometheus.Counter
+	// compactors exports every replica's log compactor; a replica joined
+	// at runtime adds its own (shardjoin.go).
+	compactors *logcompact.Collector
 }
 
 // latencyBuckets run from 0.5 ms (a local fsync-free apply) to about 8 s
@@ -78,6 +81,7 @@ func newMetrics(s *server) *metrics {
 	if compacting {
 		m.reg.MustRegister(lc)
 	}
+	m.compactors = lc
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m
 }
@@ -142,7 +146,7 @@ func (c *replicaCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *replicaCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
-	for _, p := range s.cfg.Sharding.Placement {
+	for _, p := range s.route.placed() { // joined replicas too
 		if s.route.hosted(p.ShardID) == nil {
 			continue // removed: its tablet and log are gone
 		}
@@ -179,7 +183,7 @@ func (c *replicaCollector) collectReplica(ch chan<- prometheus.Metric, shardID, 
 			gauge(descLogLast, float64(last))
 		}
 	}
-	if ls := s.route.local[shardID]; ls != nil {
+	if ls := s.route.hosted(shardID); ls != nil {
 		if st, err := ls.client.LocalStats(false); err == nil {
 			gauge(descKeys, float64(st.Keys))
 			gauge(descBytes, float64(st.Bytes))

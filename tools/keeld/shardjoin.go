@@ -100,6 +100,8 @@ func (s *server) handleJoin(w http.ResponseWriter, r *http.Request) {
 			// The replica runs and serves; only its timer and compactor
 			// are missing until the next restart.
 			s.log.Error("joined replica without its snapshot timer and log compactor", "shard", shard, "err", err)
+		} else if ss := s.svc.shard(shard); ss != nil && ss.comp != nil && s.metrics != nil {
+			s.metrics.compactors.Add(ss.comp)
 		}
 	}
 	s.route.add(p, newLocalShard(s.nh, s.cfg, shard))
