@@ -206,10 +206,13 @@ func dragonboatTCP(config.NodeHostConfig, raftio.MessageHandler, raftio.ChunkHan
 // (Dragonboat checks their deployment ID itself and they do not register
 // addresses); the guard only notes which streams are in flight, to hold
 // back their replicas' Replicate messages until each stream is handed to
-// Raft (snapstream.go).
+// Raft (snapstream.go). Outgoing message connections survive an outage of
+// their peer, so a restarted peer is reached within redialInterval rather
+// than after Dragonboat's circuit breaker lets a new dial through
+// (redial.go).
 func (g *PeerGuard) Create(nhc config.NodeHostConfig, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
 	g.deploymentID.Store(nhc.GetDeploymentID())
-	return dragonboatTCP(nhc, func(b pb.MessageBatch) { g.handle(handler, b) }, g.streams.wrap(chunks))
+	return newRedialTransport(dragonboatTCP(nhc, func(b pb.MessageBatch) { g.handle(handler, b) }, g.streams.wrap(chunks)))
 }
 
 // Validate is config.TransportFactory's address check, the one Dragonboat
