@@ -2,8 +2,9 @@ package host
 
 import (
 	"context"
+	"errors"
 	"sync"
-	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/lni/dragonboat/v4/raftio"
@@ -32,7 +33,8 @@ import (
 // granted: if the dial fails, it is a connection in the "down" state that
 // drops every batch (as the tripped breaker did, and dropping a Raft message
 // is always safe) and redials in the background, at most one dial at a
-// time and one per redialInterval, driven by the batches Dragonboat keeps
+// time and one per redialInterval (redialSlow after a failure other than a
+// refused connection), driven by the batches Dragonboat keeps
 // sending (heartbeats, every tick). When the dial succeeds the next batch
 // goes out on it. A connection that was up and breaks is a new outage and
 // is reported again. Snapshot connections are not wrapped: a failed stream
@@ -44,18 +46,22 @@ import (
 type redialTransport struct {
 	raftio.ITransport
 
-	// dropped counts batches dropped while their peer was down.
-	dropped atomic.Uint64
-
 	// mu guards reported: the peers whose current outage Dragonboat was
 	// told about (cleared when a dial to the peer succeeds).
 	mu       sync.Mutex
 	reported map[string]bool
 }
 
-// redialInterval is the least time between two dials to a peer that is
-// down: how late a restarted peer can hear from this NodeHost.
-const redialInterval = 50 * time.Millisecond
+// redialInterval is the least time between two dials to a peer that
+// refused the last one (nothing listens: it is down): how late a
+// restarted peer can hear from this NodeHost. After any other failure (a
+// TLS handshake refused, a timeout) the next dial waits redialSlow, about
+// what Dragonboat's breaker waited, so a misconfigured peer is not
+// handshaken with twenty times a second.
+const (
+	redialInterval = 50 * time.Millisecond
+	redialSlow     = 500 * time.Millisecond
+)
 
 func newRedialTransport(t raftio.ITransport) *redialTransport {
 	return &redialTransport{ITransport: t, reported: map[string]bool{}}
@@ -119,7 +125,6 @@ func (c *redialConn) SendMessageBatch(b pb.MessageBatch) error {
 	if conn == nil {
 		c.redialLocked()
 		c.mu.Unlock()
-		c.t.dropped.Add(1)
 		return nil
 	}
 	c.mu.Unlock()
@@ -146,9 +151,13 @@ func (c *redialConn) redialLocked() {
 	c.dialing = true
 	go func() {
 		conn, err := c.t.ITransport.GetConnection(c.ctx, c.target)
+		wait := redialInterval
+		if err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+			wait = redialSlow
+		}
 		c.mu.Lock()
 		c.dialing = false
-		c.next = time.Now().Add(redialInterval)
+		c.next = time.Now().Add(wait)
 		closed := c.closed
 		if err == nil && !closed {
 			c.conn = conn
