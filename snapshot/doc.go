@@ -195,12 +195,13 @@
 // bench/catchup on 2026-12-07 (a machine shared with other jobs, load
 // average 20-35): the staging tail alone (the leader's SaveSnapshot done
 // to RecoverFromSnapshot started: the staged file's fsync, rename and the
-// handoff to Raft) took 0.15-0.6 s at 211 MB and 0.4-2.0 s at 528 MB, and
-// the staged copy's writeback competes with the install for the disk.
-// First contact (the restarted NodeHost up to the leader's SaveSnapshot)
-// took 0.08-0.23 s with Keel's redialing transport against 0.24-1.38 s
-// without; SaveSnapshot ran once per catch-up in every run with the hold
-// (10 of 10) against twice in 6 of 10 runs without it.
+// handoff to Raft) took 0.15-0.73 s at 211 MB (once 3.1 s) and 0.29-1.96 s
+// at 528 MB, and the staged copy's writeback competes with the install
+// for the disk. First contact (the restarted NodeHost up to the leader's
+// SaveSnapshot) took 0.02-0.23 s with Keel's redialing transport against
+// 0.24-1.38 s without; SaveSnapshot ran once per catch-up in every run
+// with the hold (16 of 16) against twice in 13 of 17 runs without it
+// (every run at 528 MB).
 //
 // # Concurrency
 //
