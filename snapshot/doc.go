@@ -134,8 +134,9 @@
 //     after the restart before the first heartbeat arrived. Keel's
 //     transport (host/redial.go) now reports only the first failure of an
 //     outage; the connection Dragonboat asks for next is always granted,
-//     drops batches while the peer is down and redials every 50 ms, so the
-//     restarted follower hears the leader within about 50 ms plus a tick.
+//     drops batches while the peer is down and redials every 50 ms (500 ms
+//     after a failure other than a refused connection), so the restarted
+//     follower hears the leader within about 50 ms plus a tick.
 //  2. The follower answers; the leader finds the entries compacted
 //     (DB/internal/raft/raft.go sendReplicateMessage), marks the remote
 //     "snapshot" and asks its state machine to stream: PrepareSnapshot,
@@ -180,7 +181,7 @@
 // sender that died half-way) or after one handler call ran a minute; past
 // those bounds the old behaviour (at most one more stream) returns.
 // Checked by integration TestOneSaveSnapshotPerCatchUp: 1 SaveSnapshot,
-// and 2 in 3 of 3 runs with the hold disabled.
+// and 2 in 5 of 5 runs with the hold disabled.
 //
 // What remains and why Keel keeps it: every byte is written twice on the
 // follower (the staging file in step 3, then the install), so a catch-up
@@ -201,7 +202,10 @@
 // SaveSnapshot) took 0.02-0.23 s with Keel's redialing transport against
 // 0.24-1.38 s without; SaveSnapshot ran once per catch-up in every run
 // with the hold (16 of 16) against twice in 13 of 17 runs without it
-// (every run at 528 MB).
+// (every run at 528 MB). Not tried: starting the staged file's writeback
+// while chunks land (sync_file_range, as the install does) would shrink
+// the tail, but Keel would have to find the file by Dragonboat's private
+// directory layout (snapshot-part-N/snapshot-S-R/snapshot-I-F.receiving).
 //
 // # Concurrency
 //
