@@ -193,7 +193,8 @@ func dragonboatTCP(config.NodeHostConfig, raftio.MessageHandler, raftio.ChunkHan
 // addresses.
 func (g *PeerGuard) Create(nhc config.NodeHostConfig, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
 	g.deploymentID.Store(nhc.GetDeploymentID())
-	return dragonboatTCP(nhc, func(b pb.MessageBatch) { g.handle(handler, b) }, chunks)
+	// coalesce: message batches go out in one write (sendcoalesce.go).
+	return coalesce(nhc, dragonboatTCP(nhc, func(b pb.MessageBatch) { g.handle(handler, b) }, chunks))
 }
 
 // Validate is config.TransportFactory's address check, the one Dragonboat

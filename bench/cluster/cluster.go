@@ -40,6 +40,8 @@ type fleet struct {
 	// leaderOnly: write runs send every put to the leader instead of
 	// round-robin over the replicas.
 	leaderOnly bool
+	// rate paces write runs (puts/s in all, 0 for as fast as they go).
+	rate float64
 	// env is extra environment for every keeld (e.g. GODEBUG).
 	env []string
 

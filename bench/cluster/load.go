@@ -43,6 +43,11 @@ type load struct {
 	Txn   bool
 	Batch int
 	Stop  <-chan struct{} // optional
+	// Rate, when positive, paces the puts: put i starts no earlier than
+	// i/Rate seconds after the load began, so runs of two keeld builds
+	// see the same arrivals (and so similar Raft batching) and their CPU
+	// per put compares the code, not the machine's load at the time.
+	Rate float64
 }
 
 // loadResult is what a load measured. Latency is from a put's first
@@ -152,6 +157,11 @@ func (l load) run(ctx context.Context, f *fleet, targets ...*replica) loadResult
 					return
 				}
 				n := min(batch, l.N-i)
+				if l.Rate > 0 {
+					if d := time.Until(start.Add(time.Duration(float64(i) / l.Rate * float64(time.Second)))); d > 0 {
+						sleep(ctx, d)
+					}
+				}
 				var body []byte
 				if !l.Txn {
 					randomBytes(rng, val)

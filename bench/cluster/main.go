@@ -30,6 +30,7 @@ type options struct {
 	Client         string        `json:"client"`
 	Target         string        `json:"target"`
 	KeeldEnv       string        `json:"keeld_env,omitempty"`
+	Rate           float64       `json:"rate,omitempty"`
 	KeeldArgs      string        `json:"keeld_args"`
 	TmpDir         string        `json:"tmp_dir"`
 	N              int64         `json:"n"`
@@ -70,6 +71,7 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.Rounds, "rounds", 2, "A/B rounds with -keeld-base")
 	fs.StringVar(&o.Client, "client", "raw", "load client: raw (one hand-written HTTP/1.1 keep-alive connection per writer) or std (net/http)")
 	fs.StringVar(&o.Target, "target", "all", "write runs send to: all (writer w to replica w mod 3, round-robin over the members) or leader (every put to the leader)")
+	fs.Float64Var(&o.Rate, "rate", 0, "pace write runs at this many puts/s in all (0: closed loop, as fast as K clients go); with -keeld-base, paced runs compare CPU per put at equal load")
 	fs.StringVar(&o.KeeldEnv, "keeld-env", "", "extra environment for every keeld, space separated (e.g. GODEBUG=gctrace=1)")
 	fs.StringVar(&o.TmpDir, "tmp", os.TempDir(), "where the replicas' fresh directories go (the limits are measured here too)")
 	fs.Int64Var(&o.N, "n", 200_000, "keys per write run")
@@ -134,6 +136,8 @@ func parseOptions(args []string) (options, error) {
 		return o, errors.New("-client must be raw or std")
 	case o.Target != "all" && o.Target != "leader":
 		return o, errors.New("-target must be all or leader")
+	case o.Rate < 0:
+		return o, errors.New("-rate must not be negative")
 	case o.Rounds < 1 || o.Rounds > 20:
 		return o, errors.New("-rounds must be from 1 to 20")
 	case o.TxnBatch < 0 || o.TxnBatch > 1000 || o.TxnK < 1:
@@ -215,6 +219,7 @@ func run(ctx context.Context, o options) error {
 	fl.pprof = o.Profile > 0
 	fl.stdClient, fl.leaderOnly = o.Client == "std", o.Target == "leader"
 	fl.env = strings.Fields(o.KeeldEnv)
+	fl.rate = o.Rate
 	defer fl.cleanup()
 
 	rep := &report{Started: started.UTC().Format(time.RFC3339), Host: benchout.ReadMachine(), Config: o,

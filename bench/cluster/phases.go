@@ -45,7 +45,7 @@ func writePhase(ctx context.Context, c *cluster, k, batch int, n int64, prefix b
 	}
 	cpu0, cl0 := c.cpuSeconds(), clientCPU()
 	waitProfiles := prof.start(ctx, c)
-	lr := load{K: k, N: n, Limit: limit, Prefix: prefix, ValueSize: 256, Txn: batch > 1, Batch: batch}.run(ctx, c.f, targets...)
+	lr := load{K: k, N: n, Limit: limit, Prefix: prefix, ValueSize: 256, Txn: batch > 1, Batch: batch, Rate: c.f.rate}.run(ctx, c.f, targets...)
 	res := writeResult{K: k, PutsPerRequest: max(batch, 1), loadResult: lr,
 		ServerCPUSeconds: c.cpuSeconds() - cpu0, ClientCPUSeconds: (clientCPU() - cl0).Seconds()}
 	waitProfiles() // after the CPU reading: serving a profile costs CPU too
