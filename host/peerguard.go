@@ -13,7 +13,6 @@ import (
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
 	pb "github.com/lni/dragonboat/v4/raftpb"
-	"github.com/lni/goutils/stringutil"
 	"golang.org/x/time/rate"
 )
 
@@ -199,7 +198,7 @@ func (g *PeerGuard) Create(nhc config.NodeHostConfig, handler raftio.MessageHand
 
 // Validate is config.TransportFactory's address check, the one Dragonboat
 // applies without a custom transport.
-func (g *PeerGuard) Validate(addr string) bool { return stringutil.IsValidAddress(addr) }
+func (g *PeerGuard) Validate(addr string) bool { return validAddress(addr) }
 
 // handle filters b and passes what is left to next (Dragonboat's
 // handleRequest), on the transport's connection goroutine.

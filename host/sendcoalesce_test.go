@@ -2,6 +2,7 @@ package host
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"unsafe" // go:linkname, see dragonboatTCPConnection
 
 	pb "github.com/lni/dragonboat/v4/raftpb"
+	"github.com/lni/goutils/stringutil"
 )
 
 // dragonboatTCPConnection and dragonboatSend are Dragonboat's own batch
@@ -84,5 +86,21 @@ func TestCoalescedBatchBytes(t *testing.T) {
 		if ourWrites != 1 || dbWrites < 3 {
 			t.Fatalf("batch %d: %d writes (Dragonboat %d); want 1", i, ourWrites, dbWrites)
 		}
+	}
+}
+
+// TestValidAddressCache: the cached check answers as IsValidAddress does,
+// for a repeated address too, and stops caching at its cap.
+func TestValidAddressCache(t *testing.T) {
+	for _, a := range []string{"127.0.0.1:63001", "localhost:1", "bad address", "", "127.0.0.1:63001", "bad address"} {
+		if got, want := validAddress(a), stringutil.IsValidAddress(a); got != want {
+			t.Fatalf("validAddress(%q) = %v, want %v", a, got, want)
+		}
+	}
+	for i := 0; i < 2*validAddrCap; i++ {
+		validAddress(fmt.Sprintf("127.0.0.%d:%d", i%250+1, 1000+i))
+	}
+	if n := validAddrsN.Load(); n > validAddrCap {
+		t.Fatalf("%d cached addresses, cap %d", n, validAddrCap)
 	}
 }
