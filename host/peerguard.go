@@ -13,7 +13,6 @@ import (
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
 	pb "github.com/lni/dragonboat/v4/raftpb"
-	"github.com/lni/goutils/stringutil"
 	"golang.org/x/time/rate"
 )
 
@@ -212,12 +211,14 @@ func dragonboatTCP(config.NodeHostConfig, raftio.MessageHandler, raftio.ChunkHan
 // (redial.go).
 func (g *PeerGuard) Create(nhc config.NodeHostConfig, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
 	g.deploymentID.Store(nhc.GetDeploymentID())
-	return newRedialTransport(dragonboatTCP(nhc, func(b pb.MessageBatch) { g.handle(handler, b) }, g.streams.wrap(chunks)))
+	// coalesce: message batches go out in one write (sendcoalesce.go);
+	// redial: a message connection outlives its peer's outage (redial.go).
+	return newRedialTransport(coalesce(nhc, dragonboatTCP(nhc, func(b pb.MessageBatch) { g.handle(handler, b) }, g.streams.wrap(chunks))))
 }
 
 // Validate is config.TransportFactory's address check, the one Dragonboat
 // applies without a custom transport.
-func (g *PeerGuard) Validate(addr string) bool { return stringutil.IsValidAddress(addr) }
+func (g *PeerGuard) Validate(addr string) bool { return validAddress(addr) }
 
 // handle filters b and passes what is left to next (Dragonboat's
 // handleRequest), on the transport's connection goroutine.
