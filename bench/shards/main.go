@@ -40,7 +40,11 @@ type options struct {
 	Workers     int           `json:"workers"`
 	ChildLimit  time.Duration `json:"child_limit"`
 	Profile     string        `json:"profile,omitempty"`
-	Replot      string        `json:"-"`
+	// RTTMillis is the NodeHost's RTTMillisecond (Dragonboat's tick) for
+	// every kind; Phases are the phases run, in order.
+	RTTMillis int      `json:"rtt_ms"`
+	Phases    []string `json:"phases"`
+	Replot    string   `json:"-"`
 
 	// child is set in a child process (-child PHASE).
 	child childArgs
@@ -48,7 +52,7 @@ type options struct {
 
 func parseOptions(args []string) (options, error) {
 	var o options
-	var shards, kinds string
+	var shards, kinds, phases string
 	fs := flag.NewFlagSet("shards", flag.ContinueOnError)
 	fs.StringVar(&o.Out, "out", "bench/results", "directory for shards.json and the charts")
 	fs.BoolVar(&o.Quick, "quick", false, "a run of about a minute: 1 and 10 shards, short idle and load windows, one restart")
@@ -62,6 +66,8 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.Workers, "workers", 64, "goroutines writing and reading shards in steady and restart")
 	fs.DurationVar(&o.ChildLimit, "child-limit", 10*time.Minute, "time bound of one child process")
 	fs.StringVar(&o.Profile, "profile", "", "directory for profiles: heap after steady's writes, CPU of the idle window and of the first restart (KIND-N-*.pprof)")
+	fs.IntVar(&o.RTTMillis, "rtt-ms", host.RTTMillisecond, "the NodeHost's RTTMillisecond (Dragonboat's tick) for every kind; -settle defaults to 1.5x the quiesce threshold (100 ticks) when that is longer than 4 s")
+	fs.StringVar(&phases, "phases", strings.Join(allPhases, ","), "phases to run (steady, restart, load); restart needs steady")
 	fs.StringVar(&o.Replot, "replot", "", "only redraw the charts of this shards.json into its directory")
 	// The child's flags: set by the parent only.
 	fs.StringVar(&o.child.Phase, "child", "", "internal: run one phase in this process and print its JSON line")
@@ -86,6 +92,24 @@ func parseOptions(args []string) (options, error) {
 				f()
 			}
 		}
+	}
+	if o.RTTMillis < 1 || o.RTTMillis > 10000 {
+		return o, fmt.Errorf("-rtt-ms: %d is not from 1 to 10000", o.RTTMillis)
+	}
+	if !set["settle"] {
+		// Dragonboat quiesces a shard after 10 election timeouts (100
+		// ticks with host.ShardConfig) without traffic.
+		o.Settle = max(o.Settle, time.Duration(o.RTTMillis)*150*time.Millisecond)
+	}
+	for _, p := range strings.Split(phases, ",") {
+		p = strings.TrimSpace(p)
+		if !slices.Contains(allPhases, p) {
+			return o, fmt.Errorf("-phases: %q is not one of %s", p, strings.Join(allPhases, ", "))
+		}
+		o.Phases = append(o.Phases, p)
+	}
+	if slices.Contains(o.Phases, phaseRestart) && !slices.Contains(o.Phases, phaseSteady) {
+		return o, errors.New("-phases: restart reopens what steady left, so it needs steady")
 	}
 	for _, s := range strings.Split(shards, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -115,6 +139,7 @@ func parseOptions(args []string) (options, error) {
 			return o, errors.New("-child needs -kind, -n, -dir and -addr")
 		}
 		c.Settle, c.Idle, c.Load, c.RestartRuns, c.Workers, c.Limit, c.Profile = o.Settle, o.Idle, o.Load, o.RestartRuns, o.Workers, o.ChildLimit, o.Profile
+		c.RTTMillis = o.RTTMillis
 	}
 	return o, nil
 }
@@ -181,7 +206,8 @@ func runChildProcess(ctx context.Context, o options, phase, kind string, shards 
 	defer cancel()
 	args := []string{"-child", phase, "-kind", kind, "-n", strconv.Itoa(shards), "-dir", dir, "-addr", addr,
 		"-settle", o.Settle.String(), "-idle", o.Idle.String(), "-load", o.Load.String(),
-		"-restart-runs", strconv.Itoa(o.RestartRuns), "-workers", strconv.Itoa(o.Workers), "-child-limit", o.ChildLimit.String()}
+		"-restart-runs", strconv.Itoa(o.RestartRuns), "-workers", strconv.Itoa(o.Workers), "-child-limit", o.ChildLimit.String(),
+		"-rtt-ms", strconv.Itoa(o.RTTMillis)}
 	if o.Profile != "" {
 		abs, err := filepath.Abs(o.Profile)
 		if err != nil {
@@ -256,7 +282,7 @@ func run(ctx context.Context, o options) error {
 		kinds := rotated(o.Kinds, ni)
 		dirs, addrs := map[string]string{}, map[string]string{}
 		for _, kind := range kinds {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || !slices.Contains(o.Phases, phaseSteady) {
 				break
 			}
 			dir := filepath.Join(root, fmt.Sprintf("%s-%d", kind, n))
@@ -281,6 +307,10 @@ func run(ctx context.Context, o options) error {
 			if !ok || ctx.Err() != nil {
 				continue
 			}
+			if !slices.Contains(o.Phases, phaseRestart) {
+				_ = os.RemoveAll(dir)
+				continue
+			}
 			logf("restart %s n=%d", kind, n)
 			r, err := runChildProcess(ctx, o, phaseRestart, kind, n, dir, addrs[kind])
 			rowOf(kind, n).Restart = r
@@ -292,7 +322,7 @@ func run(ctx context.Context, o options) error {
 			_ = os.RemoveAll(dir)
 		}
 		for _, kind := range kinds {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || !slices.Contains(o.Phases, phaseLoad) {
 				break
 			}
 			dir := filepath.Join(root, fmt.Sprintf("%s-%d-load", kind, n))
