@@ -58,6 +58,9 @@ type config struct {
 	Security securityConfig
 	// Quiesce lets idle shards stop heartbeating (Dragonboat's Quiesce).
 	Quiesce bool
+	// RTTMillis is the NodeHost's tick (--rtt-ms); 0 means
+	// host.RTTForShards of the cluster's shard count (rtt).
+	RTTMillis uint64
 	// Sharding holds --shards and --shard-map and the replicas this
 	// process runs (placement.go). ShardID and ReplicaID name the first of
 	// them, the one the single-shard endpoints and top-level /status fields
@@ -92,6 +95,15 @@ const (
 	defaultGoMemoryLimitMiB = 96
 )
 
+// rtt is the NodeHost tick: --rtt-ms, or Keel's rule for the cluster's
+// shard count, which every process of a cluster computes alike.
+func (c config) rtt() uint64 {
+	if c.RTTMillis > 0 {
+		return c.RTTMillis
+	}
+	return host.RTTForShards(int(c.Sharding.Shards))
+}
+
 // RaftDir holds Dragonboat's NodeHost directory (Raft log and metadata).
 func (c config) RaftDir() string { return filepath.Join(c.DataDir, "raft") }
 
@@ -124,6 +136,7 @@ func newFlagSet(c *config, members, logLevel *string) *flag.FlagSet {
 	addSecurityFlags(fs, &c.Security)
 	addClusterFlag(fs, &c.ClusterID)
 	addShardingFlags(fs, &c.Sharding)
+	fs.Uint64Var(&c.RTTMillis, "rtt-ms", 0, "Raft tick in ms (Dragonboat's RTTMillisecond; elections take 10-20 ticks, request deadlines must exceed one); 0: 20 ms up to 200 shards, then shards/10 ms, at most 1000 (idle CPU grows with shards per tick). Give every process of a cluster the same value")
 	fs.BoolVar(&c.Quiesce, "quiesce", false, "let idle shards stop heartbeating (for many mostly idle shards; a replica joining an idle shard, or a shard that opened slowly, waits for a read or message to wake it: Dragonboat's experimental Quiesce)")
 	return fs
 }
@@ -160,6 +173,9 @@ func parseFlags(args []string) (config, error) {
 
 	if c.DataDir == "" {
 		return c, fmt.Errorf("%w: --data-dir is empty", errUsage)
+	}
+	if c.RTTMillis > host.MaxRTTMillisecond*10 {
+		return c, fmt.Errorf("%w: --rtt-ms %d is over %d", errUsage, c.RTTMillis, host.MaxRTTMillisecond*10)
 	}
 	if c.SnapshotInterval < 0 {
 		return c, fmt.Errorf("%w: --snapshot-interval must not be negative", errUsage)

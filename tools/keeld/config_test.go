@@ -212,3 +212,27 @@ func TestParseShardingFlags(t *testing.T) {
 		}
 	}
 }
+
+// The Raft tick follows the cluster's shard count unless --rtt-ms sets it.
+func TestRTTFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want uint64
+	}{
+		{nil, 20},
+		{[]string{"--shards", "1000"}, 100},
+		{[]string{"--shards", "1000", "--rtt-ms", "30"}, 30},
+		{[]string{"--rtt-ms", "200"}, 200},
+	} {
+		cfg, err := parseFlags(c.args)
+		if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if got := cfg.rtt(); got != c.want {
+			t.Errorf("%v: tick %d ms, want %d", c.args, got, c.want)
+		}
+	}
+	if _, err := parseFlags([]string{"--rtt-ms", "20000"}); err == nil {
+		t.Error("--rtt-ms 20000 accepted")
+	}
+}
