@@ -14,8 +14,8 @@ func TestRTTForShards(t *testing.T) {
 		shards int
 		want   uint64
 	}{
-		{0, host.RTTMillisecond}, {1, host.RTTMillisecond}, {200, host.RTTMillisecond},
-		{500, 50}, {1000, 100}, {2000, 200}, {1 << 20, host.MaxRTTMillisecond},
+		{0, host.RTTMillisecond}, {1, host.RTTMillisecond}, {100, host.RTTMillisecond},
+		{200, 40}, {500, 100}, {1000, 200}, {1 << 20, host.MaxRTTMillisecond},
 	} {
 		if got := host.RTTForShards(c.shards); got != c.want {
 			t.Errorf("RTTForShards(%d) = %d, want %d", c.shards, got, c.want)

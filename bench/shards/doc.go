@@ -8,6 +8,13 @@
 //	go run ./bench/shards -out bench/results                # 1, 10, 100, 1000 shards
 //	go run ./bench/shards -quick                            # 1 and 10, into bench/results/quick
 //	go run ./bench/shards -replot bench/results/shards.json # charts only
+//	go run ./bench/shards -shards 1000 -phases steady -kinds noop,keel -rtt-ms 100
+//
+// -rtt-ms sets the NodeHost's tick (Dragonboat's RTTMillisecond) for every
+// kind alike, through host.Options.Configure, so the harness also builds
+// against older Keel trees for an A/B; -settle then defaults to 1.5x the
+// quiesce threshold (100 ticks) when that is longer than 4 s. -phases runs
+// a subset of the phases below (restart needs steady).
 //
 // # Kinds
 //

@@ -136,7 +136,7 @@ func newFlagSet(c *config, members, logLevel *string) *flag.FlagSet {
 	addSecurityFlags(fs, &c.Security)
 	addClusterFlag(fs, &c.ClusterID)
 	addShardingFlags(fs, &c.Sharding)
-	fs.Uint64Var(&c.RTTMillis, "rtt-ms", 0, "Raft tick in ms (Dragonboat's RTTMillisecond; elections take 10-20 ticks, request deadlines must exceed one); 0: 20 ms up to 200 shards, then shards/10 ms, at most 1000 (idle CPU grows with shards per tick). Give every process of a cluster the same value")
+	fs.Uint64Var(&c.RTTMillis, "rtt-ms", 0, "Raft tick in ms (Dragonboat's RTTMillisecond; elections take 10-20 ticks, request deadlines must exceed one); 0: 20 ms up to 100 shards, then shards/5 ms, at most 1000 (idle CPU grows with shards per tick). Give every process of a cluster the same value")
 	fs.BoolVar(&c.Quiesce, "quiesce", false, "let idle shards stop heartbeating (for many mostly idle shards; a replica joining an idle shard, or a shard that opened slowly, waits for a read or message to wake it: Dragonboat's experimental Quiesce)")
 	return fs
 }

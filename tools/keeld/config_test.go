@@ -220,7 +220,7 @@ func TestRTTFlag(t *testing.T) {
 		want uint64
 	}{
 		{nil, 20},
-		{[]string{"--shards", "1000"}, 100},
+		{[]string{"--shards", "1000"}, 200},
 		{[]string{"--shards", "1000", "--rtt-ms", "30"}, 30},
 		{[]string{"--rtt-ms", "200"}, 200},
 	} {
