@@ -100,7 +100,13 @@ type Compactor struct {
 	// reclaims again only once the first index has moved past it: only a
 	// compaction of the log, which moves it, gives LogDB something to
 	// reclaim. rejectedFirst is the first index of the last refusal.
+	// watching is set at Run's first tick, which takes the first index as
+	// it finds it: Dragonboat forgets what was pending over a restart
+	// (it refuses every compaction until the log is compacted again),
+	// and a compaction between the replica's start and that tick is
+	// reclaimed by the next one, which reclaims everything before it.
 	reclaimedFirst, rejectedFirst uint64
+	watching                      bool
 
 	// statsMu guards stats.
 	statsMu sync.Mutex
@@ -312,6 +318,10 @@ func (c *Compactor) reclaimPending() (bool, error) {
 	first, _ := r.GetRange()
 	c.stepMu.Lock()
 	defer c.stepMu.Unlock()
+	if !c.watching {
+		c.watching = true
+		c.reclaimedFirst = first
+	}
 	return first != c.reclaimedFirst, nil
 }
 
@@ -391,9 +401,9 @@ func (c *Compactor) bumpErrors() {
 }
 
 // Stats returns the counters and the log's current range. The disk
-// figure is the last measurement: Run takes one every Interval, exact
-// around a reclaim and otherwise shared with the host's other Compactors
-// on the same directories (at most Interval old).
+// figure is the last measurement: exact around a reclaim, otherwise
+// refreshed by Run from one measurement shared with the process's other
+// Compactors on the same directories (at most 10 Intervals old).
 func (c *Compactor) Stats() Stats {
 	c.statsMu.Lock()
 	s := c.stats
@@ -426,6 +436,10 @@ func (c *Compactor) Run(ctx context.Context) error {
 	}
 }
 
+// diskRefreshIntervals is how many Intervals old the disk figure of an
+// idle Compactor may be.
+const diskRefreshIntervals = 10
+
 // tick is one round of Run. An idle replica costs a look at its log's
 // range and a shared disk figure: with a thousand replicas on a host, a
 // walk of the Raft directory (which holds every shard's snapshot
@@ -441,7 +455,7 @@ func (c *Compactor) tick(ctx context.Context) error {
 			return err
 		}
 	} else {
-		n, err := sharedAllocatedBytes(c.cfg.Interval, c.cfg.Dirs...)
+		n, err := sharedAllocatedBytes(diskRefreshIntervals*c.cfg.Interval, c.cfg.Dirs...)
 		if err != nil {
 			return fmt.Errorf("logcompact: measure disk: %w", err)
 		}

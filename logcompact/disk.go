@@ -64,44 +64,54 @@ func AllocatedBytes(dirs ...string) (int64, error) {
 // Compactors of a process: every replica of a NodeHost measures the same
 // Raft directory, which holds a snapshot directory per shard.
 var diskSamples struct {
-	// mu guards m.
+	// mu guards m (not the samples).
 	mu sync.Mutex
-	m  map[string]diskSample
+	m  map[string]*diskSample
 }
 
 type diskSample struct {
+	// mu serialises the walks of one set of directories and guards bytes
+	// and at: callers that find it held wait for the walk in progress and
+	// take its figure instead of walking again.
+	mu    sync.Mutex
 	bytes int64
 	at    time.Time
 }
 
 // sharedAllocatedBytes is AllocatedBytes(dirs...) measured at most maxAge
-// ago by any caller in the process. Concurrent callers past maxAge may
-// each measure; the last one's figure is kept.
+// ago by any caller in the process.
 func sharedAllocatedBytes(maxAge time.Duration, dirs ...string) (int64, error) {
 	key := strings.Join(dirs, "\x00")
-	now := time.Now()
 	diskSamples.mu.Lock()
-	s, ok := diskSamples.m[key]
+	if diskSamples.m == nil {
+		diskSamples.m = make(map[string]*diskSample)
+	}
+	s := diskSamples.m[key]
+	if s == nil {
+		// Forget directories nobody added for a while (closed hosts,
+		// tests' temporary directories).
+		for k, v := range diskSamples.m {
+			if v.mu.TryLock() {
+				stale := time.Since(v.at) > time.Minute
+				v.mu.Unlock()
+				if stale {
+					delete(diskSamples.m, k)
+				}
+			}
+		}
+		s = &diskSample{}
+		diskSamples.m[key] = s
+	}
 	diskSamples.mu.Unlock()
-	if ok && now.Sub(s.at) < maxAge {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.at.IsZero() && time.Since(s.at) < maxAge {
 		return s.bytes, nil
 	}
 	n, err := AllocatedBytes(dirs...)
 	if err != nil {
 		return 0, err
 	}
-	diskSamples.mu.Lock()
-	defer diskSamples.mu.Unlock()
-	if diskSamples.m == nil {
-		diskSamples.m = make(map[string]diskSample)
-	}
-	// Forget directories nobody measured for a while (closed hosts,
-	// tests' temporary directories).
-	for k, v := range diskSamples.m {
-		if now.Sub(v.at) > time.Minute {
-			delete(diskSamples.m, k)
-		}
-	}
-	diskSamples.m[key] = diskSample{bytes: n, at: now}
+	s.bytes, s.at = n, time.Now()
 	return n, nil
 }

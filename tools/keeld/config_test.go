@@ -236,3 +236,23 @@ func TestRTTFlag(t *testing.T) {
 		t.Error("--rtt-ms 20000 accepted")
 	}
 }
+
+// Many replicas raise the default Go memory limit; an explicit one stays.
+func TestGoMemoryLimitScalesWithShards(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want int64
+	}{
+		{nil, defaultGoMemoryLimitMiB},
+		{[]string{"--shards", "1000"}, defaultGoMemoryLimitMiB + 999*goMemoryMiBPerShard},
+		{[]string{"--shards", "1000", "--go-memory-limit", "64"}, 64},
+	} {
+		cfg, err := parseFlags(c.args)
+		if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if cfg.GoMemoryLimitMiB != c.want {
+			t.Errorf("%v: limit %d MiB, want %d", c.args, cfg.GoMemoryLimitMiB, c.want)
+		}
+	}
+}
