@@ -51,7 +51,10 @@ func LogDBConfig() config.LogDBConfig {
 //     and drop proposals (ErrShardNotReady) until a read or a Raft message
 //     wakes it. Dragonboat still ticks every shard when quiesced, so the
 //     saving is the heartbeats, not the ticks: a host with many shards
-//     also needs a longer tick (RTTMillisecond's doc, RTTForShards).
+//     also needs a longer tick (RTTMillisecond's doc, RTTForShards). A
+//     shard quiesces after 100 ticks without traffic (2 s at 20 ms, 20 s
+//     at 200 ms), and the election timeout of the second caveat is
+//     10-20 ticks too.
 func ShardConfig(shardID, replicaID uint64) config.Config {
 	return config.Config{
 		ShardID:                 shardID,
