@@ -90,6 +90,8 @@ type childResult struct {
 	Phase  string `json:"phase"`
 	Kind   string `json:"kind"`
 	Shards int    `json:"shards"`
+	// RTTMillis is the NodeHost's tick the child ran with.
+	RTTMillis int `json:"rtt_ms,omitempty"`
 
 	// StartSeconds is host.Open (or NewNodeHost) plus StartReplica of every
 	// shard, before any shard has a leader.
@@ -181,7 +183,7 @@ const maxErrorKinds = 8
 func runChild(a childArgs) error {
 	ctx, cancel := context.WithTimeout(context.Background(), a.Limit)
 	defer cancel()
-	res := childResult{Phase: a.Phase, Kind: a.Kind, Shards: a.Shards}
+	res := childResult{Phase: a.Phase, Kind: a.Kind, Shards: a.Shards, RTTMillis: a.RTTMillis}
 	var err error
 	switch a.Phase {
 	case phaseSteady:

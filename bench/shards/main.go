@@ -41,10 +41,14 @@ type options struct {
 	ChildLimit  time.Duration `json:"child_limit"`
 	Profile     string        `json:"profile,omitempty"`
 	// RTTMillis is the NodeHost's RTTMillisecond (Dragonboat's tick) for
-	// every kind; Phases are the phases run, in order.
+	// every kind; 0 means host.RTTForShards of each shard count, as keeld
+	// does. Phases are the phases run, in order.
 	RTTMillis int      `json:"rtt_ms"`
 	Phases    []string `json:"phases"`
 	Replot    string   `json:"-"`
+	// settleSet is true when -settle was given: it then holds at every
+	// tick; otherwise childSettle derives it from the tick.
+	settleSet bool
 
 	// child is set in a child process (-child PHASE).
 	child childArgs
@@ -66,7 +70,7 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.Workers, "workers", 64, "goroutines writing and reading shards in steady and restart")
 	fs.DurationVar(&o.ChildLimit, "child-limit", 10*time.Minute, "time bound of one child process")
 	fs.StringVar(&o.Profile, "profile", "", "directory for profiles: heap after steady's writes, CPU of the idle window and of the first restart (KIND-N-*.pprof)")
-	fs.IntVar(&o.RTTMillis, "rtt-ms", host.RTTMillisecond, "the NodeHost's RTTMillisecond (Dragonboat's tick) for every kind; -settle defaults to 1.5x the quiesce threshold (100 ticks) when that is longer than 4 s")
+	fs.IntVar(&o.RTTMillis, "rtt-ms", 0, "the NodeHost's RTTMillisecond (Dragonboat's tick) for every kind; 0: host.RTTForShards of each shard count, as keeld does (20 ms up to 100 shards, 200 ms at 1,000). -settle defaults to 1.5x the quiesce threshold (100 ticks) when that is longer than 4 s")
 	fs.StringVar(&phases, "phases", strings.Join(allPhases, ","), "phases to run (steady, restart, load); restart needs steady")
 	fs.StringVar(&o.Replot, "replot", "", "only redraw the charts of this shards.json into its directory")
 	// The child's flags: set by the parent only.
@@ -93,14 +97,10 @@ func parseOptions(args []string) (options, error) {
 			}
 		}
 	}
-	if o.RTTMillis < 1 || o.RTTMillis > 10000 {
-		return o, fmt.Errorf("-rtt-ms: %d is not from 1 to 10000", o.RTTMillis)
+	if o.RTTMillis < 0 || o.RTTMillis > 10000 {
+		return o, fmt.Errorf("-rtt-ms: %d is not from 0 to 10000", o.RTTMillis)
 	}
-	if !set["settle"] {
-		// Dragonboat quiesces a shard after 10 election timeouts (100
-		// ticks with host.ShardConfig) without traffic.
-		o.Settle = max(o.Settle, time.Duration(o.RTTMillis)*150*time.Millisecond)
-	}
+	o.settleSet = set["settle"]
 	for _, p := range strings.Split(phases, ",") {
 		p = strings.TrimSpace(p)
 		if !slices.Contains(allPhases, p) {
@@ -140,6 +140,9 @@ func parseOptions(args []string) (options, error) {
 		}
 		c.Settle, c.Idle, c.Load, c.RestartRuns, c.Workers, c.Limit, c.Profile = o.Settle, o.Idle, o.Load, o.RestartRuns, o.Workers, o.ChildLimit, o.Profile
 		c.RTTMillis = o.RTTMillis
+		if c.RTTMillis == 0 {
+			c.RTTMillis = o.rtt(c.Shards)
+		}
 	}
 	return o, nil
 }
@@ -178,6 +181,24 @@ func main() {
 	}
 }
 
+// rtt is the tick of a child running shards shards.
+func (o options) rtt(shards int) int {
+	if o.RTTMillis > 0 {
+		return o.RTTMillis
+	}
+	return int(host.RTTForShards(shards))
+}
+
+// childSettle is -settle, or when it was not given, at least 1.5 times
+// Dragonboat's quiesce threshold (100 ticks with host.ShardConfig) at the
+// child's tick.
+func (o options) childSettle(shards int) time.Duration {
+	if o.settleSet {
+		return o.Settle
+	}
+	return max(o.Settle, time.Duration(o.rtt(shards))*150*time.Millisecond)
+}
+
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
@@ -205,9 +226,9 @@ func runChildProcess(ctx context.Context, o options, phase, kind string, shards 
 	ctx, cancel := context.WithTimeout(ctx, o.ChildLimit+30*time.Second)
 	defer cancel()
 	args := []string{"-child", phase, "-kind", kind, "-n", strconv.Itoa(shards), "-dir", dir, "-addr", addr,
-		"-settle", o.Settle.String(), "-idle", o.Idle.String(), "-load", o.Load.String(),
+		"-settle", o.childSettle(shards).String(), "-idle", o.Idle.String(), "-load", o.Load.String(),
 		"-restart-runs", strconv.Itoa(o.RestartRuns), "-workers", strconv.Itoa(o.Workers), "-child-limit", o.ChildLimit.String(),
-		"-rtt-ms", strconv.Itoa(o.RTTMillis)}
+		"-rtt-ms", strconv.Itoa(o.rtt(shards))}
 	if o.Profile != "" {
 		abs, err := filepath.Abs(o.Profile)
 		if err != nil {
@@ -299,8 +320,8 @@ func run(ctx context.Context, o options) error {
 				continue
 			}
 			dirs[kind], addrs[kind] = dir, addr
-			logf("steady %s n=%d: start %.2f s, writes %.2f s, RSS %.1f MiB, %d fds, disk raft %.1f + sm %.1f MiB, idle CPU %.2f%%",
-				kind, n, r.StartSeconds, r.PopulateSeconds, mib(r.Memory.RSSBytes), r.FDs, mib(r.Disk.RaftBytes), mib(r.Disk.SMBytes), r.IdleCPUPercent)
+			logf("steady %s n=%d (tick %d ms): start %.2f s, writes %.2f s, RSS %.1f MiB, %d fds, disk raft %.1f + sm %.1f MiB, idle CPU %.2f%%",
+				kind, n, r.RTTMillis, r.StartSeconds, r.PopulateSeconds, mib(r.Memory.RSSBytes), r.FDs, mib(r.Disk.RaftBytes), mib(r.Disk.SMBytes), r.IdleCPUPercent)
 		}
 		for _, kind := range kinds {
 			dir, ok := dirs[kind]
