@@ -105,6 +105,8 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 		NodeHostDir: cfg.RaftDir(),
 		RaftAddress: cfg.RaftAddr,
 		Keel:        kc,
+		// Dragonboat ticks every shard every tick: many shards, longer tick.
+		RTTMillisecond: cfg.rtt(),
 		Configure: func(nhc *dbconfig.NodeHostConfig) {
 			nhc.DeploymentID = host.DeploymentID(cfg.ClusterID)
 			nhc.Expert.FS = host.DiskFullFS(lnivfs.Default, disk)
