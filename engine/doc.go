@@ -132,7 +132,8 @@
 //
 // Measured with BenchmarkTablets (shared resources, 20 small keys per
 // tablet, every key read once) on Pebble v2.1.7. At 1,000 tablets: 3.5
-// descriptors, 3 goroutines, 248 KB of Go heap and 275-290 KB of resident
+// descriptors, 3 goroutines (2 since the shared compaction re-check below:
+// bench/shards counts 2,134 at 1,000 tablets, was 3,134), 248 KB of Go heap and 275-290 KB of resident
 // memory per tablet (before the measures below: 8.5, 6, 261 KB and
 // 290-335 KB).
 //
@@ -165,9 +166,13 @@
 // pebble.Open whatever Keel configures: the WAL LogWriter Pebble creates
 // even with DisableWAL (about 110 KB: a 4096-slot sync queue and a 32 KiB
 // block), the commit pipeline (about 40 KB, a 4096-slot queue), the
-// MANIFEST writer (about 40 KB, a 32 KiB block), three goroutines and
+// MANIFEST writer (about 40 KB, a 32 KiB block), two goroutines and
 // their stacks (the LogWriter's flusher, the obsolete-file cleanup
-// manager, the compaction scheduler), and smaller structures.
+// manager), and smaller structures. Pebble's default compaction scheduler
+// was a third goroutine, with a 100 ms ticker per tablet; each tablet
+// instead gets a goroutine-free scheduler and the Shared re-checks only
+// tablets waiting for a compaction grant (compactsched.go; idle CPU at
+// 1,000 tablets in bench/README.md).
 // Resident memory is about 50 KB above that: the written pages of the
 // memtable arena (allocated with calloc, so untouched pages stay off the
 // resident set), blocks in the shared cache and table readers. Pebble

@@ -130,6 +130,9 @@ func (o Options) pebbleOptions(sh *Shared, e *Engine) *pebble.Options {
 		Logger:                      logger,
 		EventListener:               &pebble.EventListener{FlushEnd: e.onFlushEnd},
 	}
+	// One compaction scheduler per tablet, but no goroutine or ticker
+	// per tablet: the Shared re-checks waiting tablets (compactsched.go).
+	po.Experimental.CompactionScheduler = sh.compactions.scheduler()
 	po.EnsureDefaults()
 	return po
 }

@@ -80,6 +80,10 @@ type Shared struct {
 	// passMu guards pass, the budget pass stalled writers wait for.
 	passMu sync.Mutex
 	pass   *budgetPass
+
+	// compactions is every tablet's Pebble compaction scheduler's
+	// periodic re-check, one for all (compactsched.go).
+	compactions compactionPool
 }
 
 // budgetPass is one round of the budget goroutine; done is closed when it

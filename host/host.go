@@ -20,6 +20,13 @@ type Options struct {
 	// Keel configures the state machines and the resources they share.
 	// Keel.RootDir is required.
 	Keel Config
+	// RTTMillisecond is the NodeHost's tick (Dragonboat's RTTMillisecond);
+	// 0 means RTTMillisecond (20 ms). Dragonboat ticks every shard every
+	// tick, idle or quiesced, so a host running many shards raises it:
+	// RTTForShards gives Keel's rule and nodehost.go says what a longer
+	// tick slows down. Every replica of a shard must run with the same
+	// tick: election and heartbeat intervals are counted in ticks.
+	RTTMillisecond uint64
 	// Configure, if set, adjusts Dragonboat's NodeHost configuration
 	// (NodeHostConfig with Keel's defaults, PeerGuard included) before the
 	// NodeHost starts: mutual TLS, the deployment ID (DeploymentID),
@@ -64,6 +71,9 @@ func Open(o Options) (*Host, error) {
 		return nil, err
 	}
 	nhc := NodeHostConfig(o.NodeHostDir, o.RaftAddress)
+	if o.RTTMillisecond > 0 {
+		nhc.RTTMillisecond = o.RTTMillisecond
+	}
 	if o.Configure != nil {
 		o.Configure(&nhc)
 	}

@@ -50,7 +50,11 @@ func LogDBConfig() config.LogDBConfig {
 //     whose Open outlasts its election timeout can quiesce with no leader
 //     and drop proposals (ErrShardNotReady) until a read or a Raft message
 //     wakes it. Dragonboat still ticks every shard when quiesced, so the
-//     saving is the heartbeats, not the ticks (bench/README.md).
+//     saving is the heartbeats, not the ticks: a host with many shards
+//     also needs a longer tick (RTTMillisecond's doc, RTTForShards). A
+//     shard quiesces after 100 ticks without traffic (2 s at 20 ms, 20 s
+//     at 200 ms), and the election timeout of the second caveat is
+//     10-20 ticks too.
 func ShardConfig(shardID, replicaID uint64) config.Config {
 	return config.Config{
 		ShardID:                 shardID,
@@ -64,11 +68,67 @@ func ShardConfig(shardID, replicaID uint64) config.Config {
 	}
 }
 
-// RTTMillisecond is the Dragonboat tick keeld and keelctl use. 20 ms is a
-// few loopback or LAN round trips; with ShardConfig's ElectionRTT of 10 a
-// leader is elected within about 200-400 ms and a busy two-core host does
-// not lose its leader to a scheduling hiccup.
+// RTTMillisecond is the Dragonboat tick keeld and keelctl use by default. 20
+// ms is a few loopback or LAN round trips; with ShardConfig's ElectionRTT of
+// 10 a leader is elected within about 200-400 ms and a busy two-core host
+// does not lose its leader to a scheduling hiccup.
+//
+// # The tick and many shards
+//
+// Dragonboat's tick worker sends every shard a tick message every
+// RTTMillisecond, and a step worker then runs a full step for that shard,
+// whether it is busy, idle or quiesced (Quiesce only stops heartbeats and
+// the election timer). An idle host's CPU is therefore about shards x
+// ticks/s x the cost of one step: with 1,000 shards at 20 ms, 50,000 steps
+// a second (bench/README.md, "Idle CPU and the tick", has the profiles and
+// the figures at 20, 100 and 200 ms). A host running many shards raises the
+// tick (Options.RTTMillisecond, keeld --rtt-ms; RTTForShards is Keel's
+// rule). What a tick of T ms changes, all counted in ticks in Dragonboat:
+//
+//   - Failover: ShardConfig's ElectionRTT 10 and HeartbeatRTT 1 mean a
+//     heartbeat every T and a dead leader replaced after 10-20 T (1-2 s at
+//     T = 100), and CheckQuorum steps a cut-off leader down after 10 T.
+//   - Quiesce: a shard quiesces after 10 election timeouts idle (100 T).
+//   - Request deadlines are rounded down to whole ticks, and one shorter
+//     than T fails at once with ErrTimeoutTooSmall (keeld answers 503):
+//     clients' deadlines must exceed T.
+//   - Snapshot streams: the leader learns that a stream was sent 10 T
+//     after its last chunk (2 T after a SnapshotReceived), so a catch-up
+//     by snapshot takes about 10 T longer.
+//   - Not changed: the Raft log's writes, replication and commit latency
+//     of a busy shard (messages are sent as soon as a step runs, not on
+//     the tick), and Dragonboat's periodic Sync of on-disk state machines
+//     (its interval is in milliseconds).
+//
+// Every replica of a shard must use the same tick: a follower whose
+// election timeout is shorter than the leader's heartbeat interval starts
+// needless elections.
 const RTTMillisecond = 20
+
+// ShardsPerTickMillisecond is RTTForShards' rule: one millisecond of tick
+// for every this many shards on the NodeHost.
+const ShardsPerTickMillisecond = 5
+
+// MaxRTTMillisecond caps RTTForShards: past a second, failover (10-20
+// ticks) would take longer than most clients wait.
+const MaxRTTMillisecond = 1000
+
+// RTTForShards is the tick Keel recommends for a NodeHost running shards
+// shards: RTTMillisecond up to 100 shards, then one millisecond per
+// ShardsPerTickMillisecond shards (200 ms at 1,000), at most
+// MaxRTTMillisecond. It keeps an idle host near 5,000 shard-ticks a second:
+// bench/shards measured 1,000 idle shards at 4-5% of a core with a 200 ms
+// tick and 6-7.5% with 100 ms, Keel and Dragonboat's no-op state machine
+// alike, on a loaded two-core machine. keeld passes it the cluster's shard
+// count, which every process knows alike, so all replicas of a shard tick
+// alike.
+func RTTForShards(shards int) uint64 {
+	rtt := uint64(RTTMillisecond)
+	if shards > 0 {
+		rtt = max(rtt, uint64(shards)/ShardsPerTickMillisecond)
+	}
+	return min(rtt, MaxRTTMillisecond)
+}
 
 // NodeHostConfig is the NodeHost configuration keeld runs with: the Raft
 // log under nodeHostDir, Keel's LogDB settings, RTTMillisecond, and a new

@@ -13,7 +13,6 @@ import (
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
 	pb "github.com/lni/dragonboat/v4/raftpb"
-	"github.com/lni/goutils/stringutil"
 	"golang.org/x/time/rate"
 )
 
@@ -44,7 +43,10 @@ import (
 //     shard's membership does not hold (a stranger claiming an ID not yet
 //     added, whose registered address would make the later AddReplica of
 //     that ID panic on every replica; or a removed replica);
-//  4. passes the rest to Dragonboat and recovers the registry's
+//  4. drops a Replicate for a replica while a snapshot stream for it is
+//     still being received here (a normal catch-up, not a hostile peer:
+//     see inboundStreams; counted as HeldForSnapshot, not logged);
+//  5. passes the rest to Dragonboat and recovers the registry's
 //     "inconsistent target" panic: the registry checks every message
 //     before any reaches a Raft node, so the whole batch is dropped
 //     unprocessed and the registry keeps the member's address.
@@ -92,6 +94,10 @@ type PeerGuard struct {
 	membersMu sync.Mutex
 	members   map[uint64]map[uint64]bool
 	membersAt time.Time
+
+	// streams tracks the snapshot streams being received, to hold back
+	// their replicas' Replicate messages (snapstream.go).
+	streams inboundStreams
 }
 
 // membersRefresh bounds how often the guard rereads the membership when a
@@ -140,6 +146,12 @@ type PeerGuardStats struct {
 	// removed replica). A shard whose membership this NodeHost does not
 	// know yet (a joiner) accepts every sender.
 	NonMember uint64
+	// HeldForSnapshot: a Replicate for a replica while this NodeHost was
+	// still receiving a snapshot stream for it (not an attack: the leader
+	// resends it; see inboundStreams in snapstream.go). Without the hold,
+	// the replica would reject it and the leader would stream the whole
+	// snapshot again.
+	HeldForSnapshot uint64
 }
 
 var _ config.TransportFactory = (*PeerGuard)(nil)
@@ -173,6 +185,7 @@ func (g *PeerGuard) Stats() PeerGuardStats {
 		Malformed:       g.dropped[dropMalformed].Load(),
 		ForeignShard:    g.dropped[dropForeignShard].Load(),
 		NonMember:       g.dropped[dropNonMember].Load(),
+		HeldForSnapshot: g.streams.held.Load(),
 	}
 }
 
@@ -188,17 +201,24 @@ func (g *PeerGuard) Stats() PeerGuardStats {
 func dragonboatTCP(config.NodeHostConfig, raftio.MessageHandler, raftio.ChunkHandler) raftio.ITransport
 
 // Create is config.TransportFactory's: Dragonboat's TCP transport with the
-// guard in front of its message handler. Snapshot chunks pass unchanged:
-// Dragonboat checks their deployment ID itself and they do not register
-// addresses.
+// guard in front of its message handler. Snapshot chunks pass unchanged
+// (Dragonboat checks their deployment ID itself and they do not register
+// addresses); the guard only notes which streams are in flight, to hold
+// back their replicas' Replicate messages until each stream is handed to
+// Raft (snapstream.go). Outgoing message connections survive an outage of
+// their peer, so a restarted peer is reached within redialInterval rather
+// than after Dragonboat's circuit breaker lets a new dial through
+// (redial.go).
 func (g *PeerGuard) Create(nhc config.NodeHostConfig, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
 	g.deploymentID.Store(nhc.GetDeploymentID())
-	return dragonboatTCP(nhc, func(b pb.MessageBatch) { g.handle(handler, b) }, chunks)
+	// coalesce: message batches go out in one write (sendcoalesce.go);
+	// redial: a message connection outlives its peer's outage (redial.go).
+	return newRedialTransport(coalesce(nhc, dragonboatTCP(nhc, func(b pb.MessageBatch) { g.handle(handler, b) }, g.streams.wrap(chunks))))
 }
 
 // Validate is config.TransportFactory's address check, the one Dragonboat
 // applies without a custom transport.
-func (g *PeerGuard) Validate(addr string) bool { return stringutil.IsValidAddress(addr) }
+func (g *PeerGuard) Validate(addr string) bool { return validAddress(addr) }
 
 // handle filters b and passes what is left to next (Dragonboat's
 // handleRequest), on the transport's connection goroutine.
@@ -222,6 +242,9 @@ func (g *PeerGuard) handle(next raftio.MessageHandler, b pb.MessageBatch) {
 			g.drop(dropForeignShard, 1, "%s for shard %d from %s", m.Type, m.ShardID, b.SourceAddress)
 		case !g.isMember(m.ShardID, m.From):
 			g.drop(dropNonMember, 1, "%s for shard %d from replica %d at %s", m.Type, m.ShardID, m.From, b.SourceAddress)
+		case m.Type == pb.Replicate && g.streams.holds(m.ShardID, m.To):
+			// Not logged: it is the normal course of a catch-up.
+			g.streams.held.Add(1)
 		default:
 			kept = append(kept, m)
 		}

@@ -5,7 +5,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // AllocatedBytes returns the bytes allocated on disk to the regular files
@@ -55,4 +58,60 @@ func AllocatedBytes(dirs ...string) (int64, error) {
 		}
 	}
 	return total, nil
+}
+
+// diskSamples shares one measurement of the same directories among the
+// Compactors of a process: every replica of a NodeHost measures the same
+// Raft directory, which holds a snapshot directory per shard.
+var diskSamples struct {
+	// mu guards m (not the samples).
+	mu sync.Mutex
+	m  map[string]*diskSample
+}
+
+type diskSample struct {
+	// mu serialises the walks of one set of directories and guards bytes
+	// and at: callers that find it held wait for the walk in progress and
+	// take its figure instead of walking again.
+	mu    sync.Mutex
+	bytes int64
+	at    time.Time
+}
+
+// sharedAllocatedBytes is AllocatedBytes(dirs...) measured at most maxAge
+// ago by any caller in the process.
+func sharedAllocatedBytes(maxAge time.Duration, dirs ...string) (int64, error) {
+	key := strings.Join(dirs, "\x00")
+	diskSamples.mu.Lock()
+	if diskSamples.m == nil {
+		diskSamples.m = make(map[string]*diskSample)
+	}
+	s := diskSamples.m[key]
+	if s == nil {
+		// Forget directories nobody added for a while (closed hosts,
+		// tests' temporary directories).
+		for k, v := range diskSamples.m {
+			if v.mu.TryLock() {
+				stale := time.Since(v.at) > time.Minute
+				v.mu.Unlock()
+				if stale {
+					delete(diskSamples.m, k)
+				}
+			}
+		}
+		s = &diskSample{}
+		diskSamples.m[key] = s
+	}
+	diskSamples.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.at.IsZero() && time.Since(s.at) < maxAge {
+		return s.bytes, nil
+	}
+	n, err := AllocatedBytes(dirs...)
+	if err != nil {
+		return 0, err
+	}
+	s.bytes, s.at = n, time.Now()
+	return n, nil
 }

@@ -1,9 +1,11 @@
 package logcompact
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // TestAllocatedBytes checks that a sparse file counts its allocated blocks,
@@ -34,5 +36,32 @@ func TestAllocatedBytes(t *testing.T) {
 	}
 	if got < 1<<20 || got > 2<<20 {
 		t.Fatalf("allocated %d bytes, want about 1 MiB (sparse 64 MiB file holds no blocks, link counted once)", got)
+	}
+}
+
+// Compactors of one host share a disk figure younger than maxAge instead of
+// each walking the Raft directory (one snapshot directory per shard).
+func TestSharedAllocatedBytes(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string) {
+		if err := os.WriteFile(filepath.Join(dir, name), bytes.Repeat([]byte{1}, 64<<10), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a")
+	first, err := sharedAllocatedBytes(time.Hour, dir)
+	if err != nil || first <= 0 {
+		t.Fatalf("first: %d %v", first, err)
+	}
+	write("b")
+	if cached, err := sharedAllocatedBytes(time.Hour, dir); err != nil || cached != first {
+		t.Fatalf("within maxAge: %d %v, want the shared %d", cached, err, first)
+	}
+	fresh, err := sharedAllocatedBytes(0, dir)
+	if err != nil || fresh <= first {
+		t.Fatalf("past maxAge: %d %v, want more than %d", fresh, err, first)
+	}
+	if exact, err := AllocatedBytes(dir); err != nil || exact != fresh {
+		t.Fatalf("AllocatedBytes %d %v, shared %d", exact, err, fresh)
 	}
 }

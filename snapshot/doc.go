@@ -118,72 +118,94 @@
 // whole image dirty until the file's Sync (its own writeback starts only
 // at a share of RAM), and the install then waits for all of it at once.
 //
-// # Catch-up: where the time goes, and the second stream
+// # Catch-up: where the time goes
 //
 // A follower behind the leader's compacted log catches up in these steps
 // (Dragonboat v4 as pinned in go.mod; DB/ is its module root). Measured
-// in-process by bench/catchup (bench/README.md, "Catch-up").
+// in-process by bench/catchup (bench/README.md, "Catch-up"), every
+// NodeHost behind host.PeerGuard as in keeld.
 //
 //  1. The leader reaches the restarted follower. While the follower was
-//     down the leader's transport tripped its circuit breaker for the
-//     follower's address (DB/internal/transport/transport.go:366,
-//     lni/goutils netutil.NewBreaker: one failure trips it, retries back
-//     off from 0.5 s to 1 s with ±50% jitter). Every message to that
-//     address is dropped until the next retry, so 0-1.5 s pass before
-//     the first heartbeat arrives; the follower's pre-votes are refused
-//     meanwhile. Nothing in NodeHostConfig or the shard config changes
-//     this, and a Keel-side retry cannot reset a breaker. It is the
-//     largest part of the "time before RecoverFromSnapshot" at a few
-//     hundred MB.
+//     down, Dragonboat's sender tripped its circuit breaker for the
+//     follower's address (DB/internal/transport/transport.go send,
+//     connectAndProcess; lni/goutils netutil.NewBreaker: one failure trips
+//     it, retries 0.5 s then up to 1 s apart, ±50% jitter), and every
+//     message to that address was dropped until the next retry: 0-1.5 s
+//     after the restart before the first heartbeat arrived. Keel's
+//     transport (host/redial.go) now reports only the first failure of an
+//     outage; the connection Dragonboat asks for next is always granted,
+//     drops batches while the peer is down and redials every 50 ms (500 ms
+//     after a failure other than a refused connection), so the restarted
+//     follower hears the leader within about 50 ms plus a tick.
 //  2. The follower answers; the leader finds the entries compacted
-//     (DB/internal/raft/raft.go:804), marks the remote "snapshot" and asks
-//     its state machine to stream: PrepareSnapshot, then SaveSnapshot into
-//     Dragonboat's chunk writer (2 MiB chunks, Snappy). Build the image:
-//     20-200 ms measured at 300 MB; then the stream, back-pressured by
-//     the receiver.
+//     (DB/internal/raft/raft.go sendReplicateMessage), marks the remote
+//     "snapshot" and asks its state machine to stream: PrepareSnapshot,
+//     then SaveSnapshot into Dragonboat's chunk writer (2 MiB chunks,
+//     Snappy). Building the image takes 20-200 ms at 300 MB; then the
+//     stream, back-pressured by the receiver.
 //  3. The receiver writes every chunk to a staging file and fsyncs it on
 //     the last one (DB/internal/transport/chunk.go save), renames the
-//     directory, and only then hands the snapshot to Raft and calls
-//     RecoverFromSnapshot on a reader over the staging file. Every byte is
-//     written twice on the follower (staging, then the install), so a
-//     catch-up cannot exceed half the disk's sequential write bandwidth,
-//     whatever Keel does.
+//     directory, and only then hands the snapshot to Raft, whose snapshot
+//     worker calls RecoverFromSnapshot on a reader over the staging file.
 //  4. Install (above) and the engine swap; then the log from the snapshot
 //     index on.
 //
-// The second stream. When the sender has pushed the last chunk into the
-// socket, the transport reports success (transport/snapshot.go
-// processSnapshot), and the NodeHost delivers it to Raft 10 ticks later
-// (nodehost.go streamPushDelayTick). The leader moves the remote to
-// "wait" with next = the log's snapshot index + 1 (raft.go
-// handleLeaderSnapshotStatus, remote.go becomeWait) and replicates from
-// there at the next heartbeat. If the receiver is still in step 3 (its
-// fsync of the staging file waits for the whole image: at 400 MB/s, 1.3 s
-// for 500 MB, against 10 ticks = 200 ms at Keel's 20 ms RTT), its log
-// does not hold that index, it rejects the Replicate with its old last
-// index, the leader falls back to it, finds it compacted and streams a
-// whole new snapshot. The receiver takes the first, stages the second in
-// full while it installs the first, and drops the second at the end
-// ("chunk rejected": FinalizeSnapshot finds that index installed). Cost:
-// one more full read and send on the leader and one more full staged
-// write on the follower, concurrent with the install; at 300 MB in this
-// harness it stretched the install's syncs from 0.26 s to 1.2 s.
-// Reproduced in bench/catchup at 300 MB (KEEL_CATCHUP_LOG shows "rejected
-// Replicate" 1 ms after "snapshot succeeded").
+// The second stream (gone). When the sender has pushed the last chunk
+// into the socket, its transport reports success (transport/snapshot.go
+// processSnapshot) and the NodeHost delivers it to Raft 10 ticks later
+// (nodehost.go streamPushDelayTick). The leader moves the remote to "wait"
+// with next = the snapshot index + 1 (raft.go handleLeaderSnapshotStatus,
+// remote.go becomeWait) and, at the next heartbeat response, sends a
+// Replicate whose LogIndex is the snapshot index. The receiver is then
+// usually still in step 3 (fsyncing the staged stream: 1.3 s for 500 MB
+// at 400 MB/s, against 10 ticks = 200 ms at Keel's 20 ms RTT); its Raft
+// log does not hold that index, so it rejects the Replicate with its old
+// last index as the hint (handleReplicateMessage), the leader falls back
+// to it (remote.go decreaseTo), finds it compacted and streams the whole
+// image again. The receiver installed the first and refused the second at
+// its end ("chunk rejected"), having staged it in full meanwhile: one more
+// full SaveSnapshot on the leader, one more full staged write on the
+// follower, concurrent with the install (at 500 MB it was every catch-up).
+// SaveSnapshot is not told its target, and failing it trips the same
+// breaker for every shard on the host, so the state machine cannot refuse
+// the redundant stream. Keel's transport prevents it on the receiving side
+// instead (host/snapstream.go): while a stream for (shard, replica) is in
+// flight (first chunk seen, last chunk not yet handed to Raft), it drops
+// the Replicate messages for that replica. Dropping a Raft message is
+// always safe; the leader, its remote in "wait", resends at every
+// heartbeat response; once the last chunk's handler returns, the
+// InstallSnapshot is in the node's queue ahead of any later message
+// (Dragonboat's MessageQueue.Get returns it first), so the next Replicate
+// finds the snapshot index and is accepted. The hold ends on the last
+// chunk, on a chunk Dragonboat refuses, after 5 s without a chunk (a
+// sender that died half-way) or after one handler call ran a minute; past
+// those bounds the old behaviour (at most one more stream) returns.
+// Checked by integration TestOneSaveSnapshotPerCatchUp: 1 SaveSnapshot,
+// and 2 in 5 of 5 runs with the hold disabled.
 //
-// Why Keel does not stop it. SaveSnapshot is not told the target, so it
-// cannot tell a redundant stream from a needed one. Failing it (or
-// PrepareSnapshot) aborts the transport job, and a failed job trips the
-// same circuit breaker (processSnapshot calls breaker.Fail), which drops
-// every message to that host, for all its shards, for 0.5-1.5 s; an error
-// from PrepareSnapshot leaves the job waiting forever. A placeholder
-// stream would be installed by a follower that really needed it.
-// Delaying SaveSnapshot does not save the bytes either: the job is
-// committed to send once it runs. The only knobs that widen the window
-// are RTTMillisecond (10 ticks) and a smaller image; neither is worth
-// it. A fix belongs in Dragonboat: report stream success only on the
-// receiver's SnapshotReceived (it already sends one), not when the last
-// chunk leaves the sender.
+// What remains and why Keel keeps it: every byte is written twice on the
+// follower (the staging file in step 3, then the install), so a catch-up
+// cannot exceed half the disk's sequential write bandwidth, whatever Keel
+// does; with the reads, the CRCs and the fsyncs on top it stays below
+// that. Dragonboat offers no receive path that hands chunks to the state
+// machine as they arrive: the only way around the staging would be Keel's
+// transport consuming the chunks itself (installing a tablet before Raft
+// has accepted the snapshot, and handing Dragonboat a placeholder), a
+// second install protocol with its own crash and rejection cases; not
+// worth it for a factor below 2 on catch-up only. Measured by
+// bench/catchup on 2026-12-07 (a machine shared with other jobs, load
+// average 20-35): the staging tail alone (the leader's SaveSnapshot done
+// to RecoverFromSnapshot started: the staged file's fsync, rename and the
+// handoff to Raft) took 0.15-0.73 s at 211 MB (once 3.1 s) and 0.29-1.96 s
+// at 528 MB, and the staged copy's writeback competes with the install
+// for the disk. First contact (the restarted NodeHost up to the leader's
+// SaveSnapshot) took 0.02-0.23 s with Keel's redialing transport against
+// 0.24-1.38 s without; SaveSnapshot ran once per catch-up in every run
+// with the hold (16 of 16) against twice in 13 of 17 runs without it
+// (every run at 528 MB). Not tried: starting the staged file's writeback
+// while chunks land (sync_file_range, as the install does) would shrink
+// the tail, but Keel would have to find the file by Dragonboat's private
+// directory layout (snapshot-part-N/snapshot-S-R/snapshot-I-F.receiving).
 //
 // # Concurrency
 //

@@ -195,9 +195,20 @@ func catchUp(b *testing.B, mb int) {
 		}
 		return obs[id]
 	}
+	// Every NodeHost runs behind Keel's transport (host.PeerGuard), as in
+	// keeld: it holds back a replica's Replicate messages while a snapshot
+	// stream for it is still being received (host/snapstream.go).
+	guards := map[string]*host.PeerGuard{}
 	c := testcluster.New(b, 3, testcluster.Options{
 		RTTMillisecond: uint64(envInt(b, "KEEL_CATCHUP_RTT_MS", int(host.RTTMillisecond))),
-		Shard:          func(sc *config.Config) { sc.CompactionOverhead = 0 },
+		NodeHost: func(nhc *config.NodeHostConfig) {
+			g := host.NewPeerGuard()
+			mu.Lock()
+			guards[nhc.RaftAddress] = g
+			mu.Unlock()
+			nhc.Expert.TransportFactory = g
+		},
+		Shard: func(sc *config.Config) { sc.CompactionOverhead = 0 },
 		WrapStateMachine: func(id uint64, s statemachine.IOnDiskStateMachine) statemachine.IOnDiskStateMachine {
 			return observed{s, get(id)}
 		},
@@ -289,6 +300,10 @@ func catchUp(b *testing.B, mb int) {
 	b.Logf("image %.1f MB, %.1f MB/s, disk %.1f MB/s (%.2f), leader SaveSnapshot %d (%.1f MB written), follower RecoverFromSnapshot %d (%d failed)",
 		float64(image)/1e6, rate, disk, rate/disk, saves, float64(ls.saveBytes.Load()-saveBytesBefore)/1e6,
 		fs.recovers.Load(), fs.recoverFailed.Load())
+	mu.Lock()
+	held := guards[c.Nodes[follower].Addr].Stats().HeldForSnapshot
+	mu.Unlock()
+	b.Logf("follower's transport held %d Replicate messages while the stream was in flight", held)
 	b.ReportMetric(el.Seconds(), "s/catchup")
 	b.ReportMetric(rate, "MB/s")
 	b.ReportMetric(disk, "disk-MB/s")

@@ -1,6 +1,7 @@
 // Package catchup holds a benchmark of a follower catching up by snapshot:
 // three Dragonboat NodeHosts with Keel state machines in one process on
-// 127.0.0.1 (internal/testkit/testcluster), a follower stopped, the leader
+// 127.0.0.1 (internal/testkit/testcluster), each behind Keel's transport
+// (host.PeerGuard) as in keeld, a follower stopped, the leader
 // loaded with KEEL_CATCHUP_MB of incompressible data and its log compacted
 // behind the follower, then the follower restarted. It times restart to
 // the follower's applied index equal to the leader's, splits that time

@@ -35,6 +35,15 @@ type fleet struct {
 	// pprof: start every keeld with KEEL_PPROF on a loopback port of its
 	// own (replica.pprofAddr), so the benchmark can profile it.
 	pprof bool
+	// stdClient: load writers use hc (net/http) instead of rawConn.
+	stdClient bool
+	// leaderOnly: write runs send every put to the leader instead of
+	// round-robin over the replicas.
+	leaderOnly bool
+	// rate paces write runs (puts/s in all, 0 for as fast as they go).
+	rate float64
+	// env is extra environment for every keeld (e.g. GODEBUG).
+	env []string
 
 	mu      sync.Mutex // guards running and closed
 	running map[*replica]struct{}
@@ -82,6 +91,7 @@ func (f *fleet) cleanup() {
 // replica is one keeld process slot: its addresses and directory persist
 // across restarts; cmd and exited change with each start.
 type replica struct {
+	keeld     string // binary this slot runs (the fleet's, or -keeld-base)
 	id        uint64
 	dir       string
 	httpAddr  string
@@ -153,9 +163,14 @@ func freePorts(n int) ([]string, error) {
 	return out, nil
 }
 
-// newCluster creates and starts a three-replica cluster and waits for a
-// leader.
+// newCluster creates and starts a three-replica cluster of the fleet's
+// keeld and waits for a leader.
 func (f *fleet) newCluster(ctx context.Context, name string) (*cluster, error) {
+	return f.newClusterOf(ctx, name, f.keeld)
+}
+
+// newClusterOf is newCluster running the binary keeld.
+func (f *fleet) newClusterOf(ctx context.Context, name, keeld string) (*cluster, error) {
 	ports, err := freePorts(9)
 	if err != nil {
 		return nil, err
@@ -170,7 +185,7 @@ func (f *fleet) newCluster(ctx context.Context, name string) (*cluster, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		c.reps = append(c.reps, &replica{id: uint64(i + 1), dir: dir,
+		c.reps = append(c.reps, &replica{keeld: keeld, id: uint64(i + 1), dir: dir,
 			httpAddr: ports[i], raftAddr: ports[3+i], pprofAddr: ports[6+i], members: strings.Join(members, ",")})
 	}
 	if err := c.startAll(ctx); err != nil {
@@ -196,10 +211,11 @@ func (f *fleet) start(r *replica) error {
 	}
 	args := append([]string{"--data-dir", r.dir, "--http", r.httpAddr, "--raft-addr", r.raftAddr,
 		"--replica-id", fmt.Sprint(r.id), "--members", r.members}, f.args...)
-	cmd := exec.Command(f.keeld, args...)
+	cmd := exec.Command(r.keeld, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), f.env...)
 	if f.pprof {
-		cmd.Env = append(os.Environ(), "KEEL_PPROF="+r.pprofAddr)
+		cmd.Env = append(cmd.Env, "KEEL_PPROF="+r.pprofAddr)
 	}
 	// Pdeathsig: keeld dies with the benchmark even when it is SIGKILLed.
 	// Setpgid: a terminal's Ctrl-C reaches only the benchmark, which then

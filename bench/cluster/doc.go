@@ -27,6 +27,20 @@
 // directories (a received snapshot stream, staged before install) are
 // counted apart from the Raft log.
 //
+// # A/B runs
+//
+// -keeld-base PATH runs the write phase for the candidate keeld (-keeld, or
+// the one built) and the baseline alternately, -rounds times (A,B then
+// B,A), and reports each figure's ratio candidate/baseline (ab.go). -rate
+// paces the puts so both builds see the same load.
+//
+// # Load client
+//
+// Writers use rawConn (rawhttp.go): one hand-written HTTP/1.1 keep-alive
+// connection each, about half net/http's client CPU per put; -client std
+// selects net/http. Writer w sends to replica w mod 3 (-target all), or
+// everything to the leader (-target leader).
+//
 // # Output
 //
 // <out>/cluster.json holds every phase (see report.go for the schema),

@@ -43,6 +43,11 @@ type load struct {
 	Txn   bool
 	Batch int
 	Stop  <-chan struct{} // optional
+	// Rate, when positive, paces the puts: put i starts no earlier than
+	// i/Rate seconds after the load began, so runs of two keeld builds
+	// see the same arrivals (and so similar Raft batching) and their CPU
+	// per put compares the code, not the machine's load at the time.
+	Rate float64
 }
 
 // loadResult is what a load measured. Latency is from a put's first
@@ -84,9 +89,41 @@ func latencyOf(h *hdrhistogram.Histogram) latency {
 // key is the i-th 16-byte key of a run: the prefix byte and 15 digits.
 func key(prefix byte, i int64) string { return fmt.Sprintf("%c%015d", prefix, i) }
 
-// run drives target with l's writers. Values are random bytes, fresh for
-// every put, so Pebble cannot compress them away.
-func (l load) run(ctx context.Context, hc *http.Client, target *replica) loadResult {
+// appendKey appends key(prefix, i) to b without fmt.
+func appendKey(b []byte, prefix byte, i int64) []byte {
+	b = append(b, prefix)
+	var d [15]byte
+	for j := 14; j >= 0; j-- {
+		d[j] = byte('0' + i%10)
+		i /= 10
+	}
+	return append(b, d[:]...)
+}
+
+// rawPut is put over a rawConn.
+func rawPut(c *rawConn, path string, v []byte) (int, error) {
+	code, err := c.do("PUT", path, "", v)
+	if err == nil && code != 204 {
+		err = fmt.Errorf("%w: PUT %d", errHTTP, code)
+	}
+	return code, err
+}
+
+// rawTxn is postTxn over a rawConn.
+func rawTxn(c *rawConn, body []byte) (int, error) {
+	code, err := c.do("POST", "/txn", "application/json", body)
+	if err == nil && (code != 200 || !bytes.Contains(c.body, []byte(`"succeeded":true`))) {
+		err = fmt.Errorf("%w: POST /txn %d", errHTTP, code)
+	}
+	return code, err
+}
+
+// run drives targets with l's writers: writer w sends to targets[w %
+// len(targets)] (round-robin over the members, or all to one replica).
+// Values are random bytes, fresh for every put, so Pebble cannot compress
+// them away. Writers use rawConn unless the fleet was told to use
+// net/http (-client std).
+func (l load) run(ctx context.Context, f *fleet, targets ...*replica) loadResult {
 	var next, errs, failed atomic.Int64
 	hists := make([]*hdrhistogram.Histogram, l.K)
 	kinds := make([]map[string]int64, l.K)
@@ -96,11 +133,20 @@ func (l load) run(ctx context.Context, hc *http.Client, target *replica) loadRes
 	for w := 0; w < l.K; w++ {
 		hists[w] = hdrhistogram.New(histMin, histMax, 3)
 		kinds[w] = map[string]int64{}
+		target := targets[w%len(targets)]
+		var rc *rawConn
+		if !f.stdClient {
+			rc = newRawConn(target.httpAddr, 30*time.Second)
+		}
 		wg.Add(1)
 		go func(h *hdrhistogram.Histogram, kind map[string]int64, seed uint64) {
 			defer wg.Done()
+			if rc != nil {
+				defer rc.close()
+			}
 			rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
 			val := make([]byte, l.ValueSize)
+			path := make([]byte, 0, 64)
 			batch := int64(1)
 			if l.Txn {
 				batch = int64(max(l.Batch, 1))
@@ -111,9 +157,15 @@ func (l load) run(ctx context.Context, hc *http.Client, target *replica) loadRes
 					return
 				}
 				n := min(batch, l.N-i)
+				if l.Rate > 0 {
+					if d := time.Until(start.Add(time.Duration(float64(i) / l.Rate * float64(time.Second)))); d > 0 {
+						sleep(ctx, d)
+					}
+				}
 				var body []byte
 				if !l.Txn {
 					randomBytes(rng, val)
+					path = appendKey(append(path[:0], "/kv/"...), l.Prefix, i)
 				} else {
 					body = txnBody(rng, l.Prefix, i, n, l.ValueSize)
 				}
@@ -125,10 +177,15 @@ func (l load) run(ctx context.Context, hc *http.Client, target *replica) loadRes
 					}
 					var code int
 					var err error
-					if !l.Txn {
-						code, err = put(ctx, hc, target, key(l.Prefix, i), val)
-					} else {
-						code, err = postTxn(ctx, hc, target, body)
+					switch {
+					case rc != nil && !l.Txn:
+						code, err = rawPut(rc, string(path), val)
+					case rc != nil:
+						code, err = rawTxn(rc, body)
+					case !l.Txn:
+						code, err = put(ctx, f.hc, target, key(l.Prefix, i), val)
+					default:
+						code, err = postTxn(ctx, f.hc, target, body)
 					}
 					ok = err == nil
 					if !ok {

@@ -25,6 +25,12 @@ type options struct {
 	Out            string        `json:"-"`
 	Quick          bool          `json:"quick"`
 	Keeld          string        `json:"keeld"`
+	KeeldBase      string        `json:"keeld_base,omitempty"`
+	Rounds         int           `json:"rounds,omitempty"`
+	Client         string        `json:"client"`
+	Target         string        `json:"target"`
+	KeeldEnv       string        `json:"keeld_env,omitempty"`
+	Rate           float64       `json:"rate,omitempty"`
 	KeeldArgs      string        `json:"keeld_args"`
 	TmpDir         string        `json:"tmp_dir"`
 	N              int64         `json:"n"`
@@ -61,6 +67,12 @@ func parseOptions(args []string) (options, error) {
 	fs.BoolVar(&o.Quick, "quick", false, "a run of under a minute: tiny N, one K, a small kept log window, no large restart")
 	fs.StringVar(&o.Keeld, "keeld", "", "keeld binary (default: build ./tools/keeld once into the temp dir)")
 	fs.StringVar(&o.KeeldArgs, "keeld-args", "", "extra keeld flags, space separated")
+	fs.StringVar(&o.KeeldBase, "keeld-base", "", "a baseline keeld binary: the write runs alternate it with -keeld (A,B then B,A), -rounds times, and report each figure's ratio candidate/baseline (ab in the JSON); under-load and catch-up are skipped")
+	fs.IntVar(&o.Rounds, "rounds", 2, "A/B rounds with -keeld-base")
+	fs.StringVar(&o.Client, "client", "raw", "load client: raw (one hand-written HTTP/1.1 keep-alive connection per writer) or std (net/http)")
+	fs.StringVar(&o.Target, "target", "all", "write runs send to: all (writer w to replica w mod 3, round-robin over the members) or leader (every put to the leader)")
+	fs.Float64Var(&o.Rate, "rate", 0, "pace write runs at this many puts/s in all (0: closed loop, as fast as K clients go); with -keeld-base, paced runs compare CPU per put at equal load")
+	fs.StringVar(&o.KeeldEnv, "keeld-env", "", "extra environment for every keeld, space separated (e.g. GODEBUG=gctrace=1)")
 	fs.StringVar(&o.TmpDir, "tmp", os.TempDir(), "where the replicas' fresh directories go (the limits are measured here too)")
 	fs.Int64Var(&o.N, "n", 200_000, "keys per write run")
 	fs.StringVar(&ks, "k", "16,256", "concurrent clients per write run, comma separated")
@@ -120,6 +132,14 @@ func parseOptions(args []string) (options, error) {
 		}
 	}
 	switch {
+	case o.Client != "raw" && o.Client != "std":
+		return o, errors.New("-client must be raw or std")
+	case o.Target != "all" && o.Target != "leader":
+		return o, errors.New("-target must be all or leader")
+	case o.Rate < 0:
+		return o, errors.New("-rate must not be negative")
+	case o.Rounds < 1 || o.Rounds > 20:
+		return o, errors.New("-rounds must be from 1 to 20")
 	case o.TxnBatch < 0 || o.TxnBatch > 1000 || o.TxnK < 1:
 		return o, errors.New("-txn-batch must be from 0 to 1000 and -txn-k at least 1")
 	case o.Profile < 0 || o.Profile > 5*time.Minute:
@@ -197,6 +217,9 @@ func run(ctx context.Context, o options) error {
 	}
 	fl := newFleet(keeld, root, strings.Fields(o.KeeldArgs), maxK+64)
 	fl.pprof = o.Profile > 0
+	fl.stdClient, fl.leaderOnly = o.Client == "std", o.Target == "leader"
+	fl.env = strings.Fields(o.KeeldEnv)
+	fl.rate = o.Rate
 	defer fl.cleanup()
 
 	rep := &report{Started: started.UTC().Format(time.RFC3339), Host: benchout.ReadMachine(), Config: o,
@@ -223,9 +246,13 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 
+	ab := o.KeeldBase != "" && o.runs("write")
+	if ab {
+		abWrites(ctx, fl, smp, o, rep, fail)
+	}
 	catchUpDone := !o.runs("catch-up")
 	for i, k := range o.Ks {
-		if !o.runs("write") {
+		if !o.runs("write") || ab {
 			break
 		}
 		if ctx.Err() != nil {
@@ -285,7 +312,7 @@ func run(ctx context.Context, o options) error {
 		_ = os.RemoveAll(filepath.Join(root, name))
 	}
 
-	if ctx.Err() == nil && o.runs("write") && o.TxnBatch > 1 {
+	if ctx.Err() == nil && o.runs("write") && !ab && o.TxnBatch > 1 {
 		name := fmt.Sprintf("write-k%d-txn%d", o.TxnK, o.TxnBatch)
 		if c, err := fl.newCluster(ctx, name); err != nil {
 			fail(name, err)

@@ -20,6 +20,10 @@ type writeResult struct {
 	// PutsPerRequest is 1 for PUT /kv; more for POST /txn batches
 	// (write_txn runs), where ops are keys, not requests.
 	PutsPerRequest int `json:"puts_per_request"`
+	// Binary and Round: with -keeld-base, which keeld ran (candidate or
+	// baseline) and in which A/B round.
+	Binary string `json:"binary,omitempty"`
+	Round  int    `json:"round,omitempty"`
 	loadResult
 	ServerCPUSeconds float64 `json:"server_cpu_seconds"` // three replicas together
 	ServerCPUPerOpUS float64 `json:"server_cpu_us_per_op"`
@@ -27,15 +31,21 @@ type writeResult struct {
 	ClientCPUPerOpUS float64 `json:"client_cpu_us_per_op"`
 }
 
-// writePhase puts n keys with k clients through the leader.
+// writePhase puts n keys with k clients, round-robin over the three
+// replicas (a follower hands its proposals to the leader inside Raft), or
+// all through the leader when the fleet says so (-target leader).
 func writePhase(ctx context.Context, c *cluster, k, batch int, n int64, prefix byte, limit time.Duration, prof *profiler) (writeResult, error) {
 	leader, err := c.waitLeader(ctx, startTimeout)
 	if err != nil {
 		return writeResult{}, err
 	}
+	targets := c.reps
+	if c.f.leaderOnly {
+		targets = []*replica{leader}
+	}
 	cpu0, cl0 := c.cpuSeconds(), clientCPU()
 	waitProfiles := prof.start(ctx, c)
-	lr := load{K: k, N: n, Limit: limit, Prefix: prefix, ValueSize: 256, Txn: batch > 1, Batch: batch}.run(ctx, c.f.hc, leader)
+	lr := load{K: k, N: n, Limit: limit, Prefix: prefix, ValueSize: 256, Txn: batch > 1, Batch: batch, Rate: c.f.rate}.run(ctx, c.f, targets...)
 	res := writeResult{K: k, PutsPerRequest: max(batch, 1), loadResult: lr,
 		ServerCPUSeconds: c.cpuSeconds() - cpu0, ClientCPUSeconds: (clientCPU() - cl0).Seconds()}
 	waitProfiles() // after the CPU reading: serving a profile costs CPU too
@@ -87,7 +97,7 @@ func leaveBehind(ctx context.Context, c *cluster, m int64, k int, prefix byte, l
 	for round := 0; round < 4; round++ {
 		// One put per POST /txn: one Raft entry per key whatever keeld's
 		// --write-batch, so m keys grow the log by m entries.
-		lr := load{K: k, N: m, Limit: limit, Prefix: prefix + byte(round), ValueSize: 256, Txn: true, Batch: 1}.run(ctx, c.f.hc, leader)
+		lr := load{K: k, N: m, Limit: limit, Prefix: prefix + byte(round), ValueSize: 256, Txn: true, Batch: 1}.run(ctx, c.f, leader)
 		b.written += lr.Ops
 		if lr.Ops == 0 {
 			return b, fmt.Errorf("writing past the follower: no put succeeded (%d errors)", lr.Errors)
@@ -275,7 +285,7 @@ func snapshotUnderLoad(ctx context.Context, c *cluster, b behind, k int, prefix 
 	stop := make(chan struct{})
 	done := make(chan loadResult, 1)
 	go func() {
-		done <- load{K: k, N: 1 << 40, Limit: limit, Prefix: prefix, ValueSize: 256, Stop: stop}.run(ctx, c.f.hc, b.leader)
+		done <- load{K: k, N: 1 << 40, Limit: limit, Prefix: prefix, ValueSize: 256, Stop: stop}.run(ctx, c.f, b.leader)
 	}()
 	cu, err := restartFollower(ctx, c, b, limit, nil) // a profile would outlast the catch-up and stretch the load
 	close(stop)
@@ -310,7 +320,7 @@ func fill(ctx context.Context, c *cluster, bytes int64, valueSize, k int, prefix
 		return loadResult{}, err
 	}
 	n := bytes/int64(valueSize+16) + 1
-	lr := load{K: k, N: n, Limit: limit, Prefix: prefix, ValueSize: valueSize}.run(ctx, c.f.hc, leader)
+	lr := load{K: k, N: n, Limit: limit, Prefix: prefix, ValueSize: valueSize}.run(ctx, c.f, leader)
 	if lr.Ops < n {
 		return lr, fmt.Errorf("fill: %d of %d puts in %s (%d failed)", lr.Ops, n, limit, lr.Failed)
 	}

@@ -17,6 +17,10 @@ type report struct {
 	Notes   []string         `json:"notes"`
 	Limits  *limitsResult    `json:"limits,omitempty"`
 	Write   []writeResult    `json:"write"`
+	// WriteBase and AB: with -keeld-base, the baseline's write runs and
+	// the comparison (ab.go); Write then holds the candidate's.
+	WriteBase []writeResult `json:"write_baseline,omitempty"`
+	AB        []abRow       `json:"ab,omitempty"`
 	// WriteTxn are write runs with many puts per request (POST /txn): what
 	// Keel does when HTTP's per-request cost is shared. Not used for the
 	// targets, which are per PUT.

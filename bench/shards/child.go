@@ -38,6 +38,8 @@ const (
 	phaseLoad = "load"
 )
 
+var allPhases = []string{phaseSteady, phaseRestart, phaseLoad}
+
 // Payload shape: 16-byte keys, 256-byte values, keysPerShard per shard in
 // steady (the same payload for every kind).
 const (
@@ -74,6 +76,8 @@ type childArgs struct {
 	RestartRuns int
 	Workers     int
 	Limit       time.Duration
+	// RTTMillis is the NodeHost's RTTMillisecond; 0 means host.RTTMillisecond.
+	RTTMillis int
 	// Profile, when set, is a directory for a heap profile after steady's
 	// writes, a CPU profile of its idle window and one of the first
 	// restart.
@@ -86,6 +90,8 @@ type childResult struct {
 	Phase  string `json:"phase"`
 	Kind   string `json:"kind"`
 	Shards int    `json:"shards"`
+	// RTTMillis is the NodeHost's tick the child ran with.
+	RTTMillis int `json:"rtt_ms,omitempty"`
 
 	// StartSeconds is host.Open (or NewNodeHost) plus StartReplica of every
 	// shard, before any shard has a leader.
@@ -177,7 +183,7 @@ const maxErrorKinds = 8
 func runChild(a childArgs) error {
 	ctx, cancel := context.WithTimeout(context.Background(), a.Limit)
 	defer cancel()
-	res := childResult{Phase: a.Phase, Kind: a.Kind, Shards: a.Shards}
+	res := childResult{Phase: a.Phase, Kind: a.Kind, Shards: a.Shards, RTTMillis: a.RTTMillis}
 	var err error
 	switch a.Phase {
 	case phaseSteady:
@@ -203,7 +209,7 @@ func runChild(a childArgs) error {
 // startAll opens a node and starts every shard.
 func startAll(a childArgs, fresh bool) (*node, float64, error) {
 	t0 := time.Now()
-	n, err := openNode(a.Kind, a.Dir, a.Addr)
+	n, err := openNode(a.Kind, a.Dir, a.Addr, a.RTTMillis)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -343,7 +349,8 @@ func steady(ctx context.Context, a childArgs, res *childResult) error {
 
 	// Dragonboat quiesces a shard after 10 election timeouts without
 	// traffic (quiesce.go: threshold = electionTick*10; 100 ticks of
-	// RTTMillisecond); Settle is longer than that.
+	// RTTMillisecond); Settle is longer than that (main.go derives it
+	// from -rtt-ms).
 	select {
 	case <-ctx.Done():
 		return ctx.Err()

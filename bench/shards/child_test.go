@@ -80,7 +80,7 @@ func TestRestartChecksValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := openNode(kindKeel, t.TempDir(), addr)
+	n, err := openNode(kindKeel, t.TempDir(), addr, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,15 @@
 //	go run ./bench/shards -out bench/results                # 1, 10, 100, 1000 shards
 //	go run ./bench/shards -quick                            # 1 and 10, into bench/results/quick
 //	go run ./bench/shards -replot bench/results/shards.json # charts only
+//	go run ./bench/shards -shards 1000 -phases steady -kinds noop,keel -rtt-ms 100
+//
+// The NodeHost's tick (Dragonboat's RTTMillisecond) is the same for every
+// kind: by default host.RTTForShards of the shard count, as keeld sets it
+// (20 ms up to 100 shards, 200 ms at 1,000), or -rtt-ms for all counts. It
+// is set through host.Options.Configure, so the harness also builds
+// against older Keel trees for an A/B. -settle defaults to 1.5x the
+// quiesce threshold (100 ticks) when that is longer than 4 s. -phases runs
+// a subset of the phases below (restart needs steady).
 //
 // # Kinds
 //

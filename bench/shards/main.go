@@ -40,7 +40,15 @@ type options struct {
 	Workers     int           `json:"workers"`
 	ChildLimit  time.Duration `json:"child_limit"`
 	Profile     string        `json:"profile,omitempty"`
-	Replot      string        `json:"-"`
+	// RTTMillis is the NodeHost's RTTMillisecond (Dragonboat's tick) for
+	// every kind; 0 means host.RTTForShards of each shard count, as keeld
+	// does. Phases are the phases run, in order.
+	RTTMillis int      `json:"rtt_ms"`
+	Phases    []string `json:"phases"`
+	Replot    string   `json:"-"`
+	// settleSet is true when -settle was given: it then holds at every
+	// tick; otherwise childSettle derives it from the tick.
+	settleSet bool
 
 	// child is set in a child process (-child PHASE).
 	child childArgs
@@ -48,7 +56,7 @@ type options struct {
 
 func parseOptions(args []string) (options, error) {
 	var o options
-	var shards, kinds string
+	var shards, kinds, phases string
 	fs := flag.NewFlagSet("shards", flag.ContinueOnError)
 	fs.StringVar(&o.Out, "out", "bench/results", "directory for shards.json and the charts")
 	fs.BoolVar(&o.Quick, "quick", false, "a run of about a minute: 1 and 10 shards, short idle and load windows, one restart")
@@ -62,6 +70,8 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.Workers, "workers", 64, "goroutines writing and reading shards in steady and restart")
 	fs.DurationVar(&o.ChildLimit, "child-limit", 10*time.Minute, "time bound of one child process")
 	fs.StringVar(&o.Profile, "profile", "", "directory for profiles: heap after steady's writes, CPU of the idle window and of the first restart (KIND-N-*.pprof)")
+	fs.IntVar(&o.RTTMillis, "rtt-ms", 0, "the NodeHost's RTTMillisecond (Dragonboat's tick) for every kind; 0: host.RTTForShards of each shard count, as keeld does (20 ms up to 100 shards, 200 ms at 1,000). -settle defaults to 1.5x the quiesce threshold (100 ticks) when that is longer than 4 s")
+	fs.StringVar(&phases, "phases", strings.Join(allPhases, ","), "phases to run (steady, restart, load); restart needs steady")
 	fs.StringVar(&o.Replot, "replot", "", "only redraw the charts of this shards.json into its directory")
 	// The child's flags: set by the parent only.
 	fs.StringVar(&o.child.Phase, "child", "", "internal: run one phase in this process and print its JSON line")
@@ -86,6 +96,20 @@ func parseOptions(args []string) (options, error) {
 				f()
 			}
 		}
+	}
+	if o.RTTMillis < 0 || o.RTTMillis > 10000 {
+		return o, fmt.Errorf("-rtt-ms: %d is not from 0 to 10000", o.RTTMillis)
+	}
+	o.settleSet = set["settle"]
+	for _, p := range strings.Split(phases, ",") {
+		p = strings.TrimSpace(p)
+		if !slices.Contains(allPhases, p) {
+			return o, fmt.Errorf("-phases: %q is not one of %s", p, strings.Join(allPhases, ", "))
+		}
+		o.Phases = append(o.Phases, p)
+	}
+	if slices.Contains(o.Phases, phaseRestart) && !slices.Contains(o.Phases, phaseSteady) {
+		return o, errors.New("-phases: restart reopens what steady left, so it needs steady")
 	}
 	for _, s := range strings.Split(shards, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -115,6 +139,10 @@ func parseOptions(args []string) (options, error) {
 			return o, errors.New("-child needs -kind, -n, -dir and -addr")
 		}
 		c.Settle, c.Idle, c.Load, c.RestartRuns, c.Workers, c.Limit, c.Profile = o.Settle, o.Idle, o.Load, o.RestartRuns, o.Workers, o.ChildLimit, o.Profile
+		c.RTTMillis = o.RTTMillis
+		if c.RTTMillis == 0 {
+			c.RTTMillis = o.rtt(c.Shards)
+		}
 	}
 	return o, nil
 }
@@ -153,6 +181,24 @@ func main() {
 	}
 }
 
+// rtt is the tick of a child running shards shards.
+func (o options) rtt(shards int) int {
+	if o.RTTMillis > 0 {
+		return o.RTTMillis
+	}
+	return int(host.RTTForShards(shards))
+}
+
+// childSettle is -settle, or when it was not given, at least 1.5 times
+// Dragonboat's quiesce threshold (100 ticks with host.ShardConfig) at the
+// child's tick.
+func (o options) childSettle(shards int) time.Duration {
+	if o.settleSet {
+		return o.Settle
+	}
+	return max(o.Settle, time.Duration(o.rtt(shards))*150*time.Millisecond)
+}
+
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
@@ -180,8 +226,9 @@ func runChildProcess(ctx context.Context, o options, phase, kind string, shards 
 	ctx, cancel := context.WithTimeout(ctx, o.ChildLimit+30*time.Second)
 	defer cancel()
 	args := []string{"-child", phase, "-kind", kind, "-n", strconv.Itoa(shards), "-dir", dir, "-addr", addr,
-		"-settle", o.Settle.String(), "-idle", o.Idle.String(), "-load", o.Load.String(),
-		"-restart-runs", strconv.Itoa(o.RestartRuns), "-workers", strconv.Itoa(o.Workers), "-child-limit", o.ChildLimit.String()}
+		"-settle", o.childSettle(shards).String(), "-idle", o.Idle.String(), "-load", o.Load.String(),
+		"-restart-runs", strconv.Itoa(o.RestartRuns), "-workers", strconv.Itoa(o.Workers), "-child-limit", o.ChildLimit.String(),
+		"-rtt-ms", strconv.Itoa(o.rtt(shards))}
 	if o.Profile != "" {
 		abs, err := filepath.Abs(o.Profile)
 		if err != nil {
@@ -256,7 +303,7 @@ func run(ctx context.Context, o options) error {
 		kinds := rotated(o.Kinds, ni)
 		dirs, addrs := map[string]string{}, map[string]string{}
 		for _, kind := range kinds {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || !slices.Contains(o.Phases, phaseSteady) {
 				break
 			}
 			dir := filepath.Join(root, fmt.Sprintf("%s-%d", kind, n))
@@ -273,12 +320,16 @@ func run(ctx context.Context, o options) error {
 				continue
 			}
 			dirs[kind], addrs[kind] = dir, addr
-			logf("steady %s n=%d: start %.2f s, writes %.2f s, RSS %.1f MiB, %d fds, disk raft %.1f + sm %.1f MiB, idle CPU %.2f%%",
-				kind, n, r.StartSeconds, r.PopulateSeconds, mib(r.Memory.RSSBytes), r.FDs, mib(r.Disk.RaftBytes), mib(r.Disk.SMBytes), r.IdleCPUPercent)
+			logf("steady %s n=%d (tick %d ms): start %.2f s, writes %.2f s, RSS %.1f MiB, %d fds, disk raft %.1f + sm %.1f MiB, idle CPU %.2f%%",
+				kind, n, r.RTTMillis, r.StartSeconds, r.PopulateSeconds, mib(r.Memory.RSSBytes), r.FDs, mib(r.Disk.RaftBytes), mib(r.Disk.SMBytes), r.IdleCPUPercent)
 		}
 		for _, kind := range kinds {
 			dir, ok := dirs[kind]
 			if !ok || ctx.Err() != nil {
+				continue
+			}
+			if !slices.Contains(o.Phases, phaseRestart) {
+				_ = os.RemoveAll(dir)
 				continue
 			}
 			logf("restart %s n=%d", kind, n)
@@ -292,7 +343,7 @@ func run(ctx context.Context, o options) error {
 			_ = os.RemoveAll(dir)
 		}
 		for _, kind := range kinds {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || !slices.Contains(o.Phases, phaseLoad) {
 				break
 			}
 			dir := filepath.Join(root, fmt.Sprintf("%s-%d-load", kind, n))

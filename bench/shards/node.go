@@ -15,6 +15,7 @@ import (
 	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/sm"
 	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/statemachine"
 )
 
@@ -54,11 +55,22 @@ func smDir(dir string) string   { return filepath.Join(dir, "sm") }
 
 // openNode opens the NodeHost (and, for Keel, the shared resources first,
 // through host.Open).
-func openNode(kind, dir, addr string) (*node, error) {
+//
+// rttMillis, when not 0, replaces host.RTTMillisecond for every kind alike
+// (set through host.Options.Configure, so the bench builds against any Keel
+// host package).
+func openNode(kind, dir, addr string, rttMillis int) (*node, error) {
 	n := &node{kind: kind, dir: dir, addr: addr}
+	setRTT := func(c *config.NodeHostConfig) {
+		if rttMillis > 0 {
+			c.RTTMillisecond = uint64(rttMillis)
+		}
+	}
 	switch kind {
 	case kindNoop:
-		nh, err := dragonboat.NewNodeHost(host.NodeHostConfig(raftDir(dir), addr))
+		nhc := host.NodeHostConfig(raftDir(dir), addr)
+		setRTT(&nhc)
+		nh, err := dragonboat.NewNodeHost(nhc)
 		if err != nil {
 			return nil, err
 		}
@@ -71,6 +83,7 @@ func openNode(kind, dir, addr string) (*node, error) {
 				RootDir: smDir(dir),
 				Engine:  engine.Options{WAL: kind == kindKeelWAL},
 			},
+			Configure: setRTT,
 		})
 		if err != nil {
 			return nil, err

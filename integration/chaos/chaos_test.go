@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/keel-db/keel/internal/testkit/proctest"
 )
 
 // summary is the run's JSON report (summary.json, and the test log).
@@ -28,6 +28,7 @@ type summary struct {
 	Seed               uint64             `json:"seed"`
 	Duration           string             `json:"duration"`
 	KeeldFlags         []string           `json:"keeld_flags"`
+	Shards             int                `json:"shards"`
 	Operations         opCounts           `json:"operations"`
 	Faults             map[string]int     `json:"faults"`
 	FaultsTotal        int                `json:"faults_total"`
@@ -37,12 +38,23 @@ type summary struct {
 	CompactionsSeen    int                `json:"log_first_index_advances"`
 	StatusCounters     map[string]float64 `json:"status_counters"`
 	AckedAckWrites     int                `json:"acked_ack_writes"`
-	FinalAppliedIndex  uint64             `json:"final_applied_index"`
-	StateHash          string             `json:"state_hash"`
-	Linearizable       string             `json:"linearizable"`
-	CheckSeconds       float64            `json:"porcupine_seconds"`
-	Problems           []string           `json:"problems"`
-	Verdict            string             `json:"verdict"`
+	// FinalAppliedIndex and StateHash are shard 1's; ShardStates every
+	// shard's (the same on every replica when the run passes).
+	FinalAppliedIndex uint64     `json:"final_applied_index"`
+	StateHash         string     `json:"state_hash"`
+	ShardStates       []shardEnd `json:"shard_states"`
+	Linearizable      string     `json:"linearizable"`
+	CheckSeconds      float64    `json:"porcupine_seconds"`
+	Problems          []string   `json:"problems"`
+	Verdict           string     `json:"verdict"`
+}
+
+// shardEnd is one shard's state at the end of a run (the first replica's).
+type shardEnd struct {
+	Shard        int    `json:"shard"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Keys         uint64 `json:"keys"`
+	StateHash    string `json:"state_hash"`
 }
 
 type opCounts struct {
@@ -97,7 +109,8 @@ func TestChaos(t *testing.T) {
 		}
 		seed = v
 	}
-	t.Logf("chaos: seed %d (reproduce with SEED=%d or CHAOS_SEED=%d), duration %v", seed, seed, seed, dur)
+	shards := envShards(t)
+	t.Logf("chaos: seed %d (reproduce with SEED=%d or CHAOS_SEED=%d), duration %v, %d shards", seed, seed, seed, dur, shards)
 
 	outDir := os.Getenv("CHAOS_OUT")
 	keepOut := outDir != ""
@@ -119,7 +132,7 @@ func TestChaos(t *testing.T) {
 	dataRoot := t.TempDir()
 
 	flags, snapshots, streams := keeldFlags(t)
-	c := newCluster(t, dataRoot, outDir, flags)
+	c := newCluster(t, dataRoot, outDir, shards, flags)
 	faultLog, err := os.Create(filepath.Join(outDir, "faults.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +181,7 @@ func TestChaos(t *testing.T) {
 	}
 	wg.Wait()
 
-	sum := summary{Seed: seed, Duration: dur.String(), KeeldFlags: flags, Problems: []string{}}
+	sum := summary{Seed: seed, Duration: dur.String(), KeeldFlags: flags, Shards: shards, Problems: []string{}}
 	problem := func(format string, a ...any) {
 		msg := fmt.Sprintf(format, a...)
 		sum.Problems = append(sum.Problems, msg)
@@ -183,33 +196,16 @@ func TestChaos(t *testing.T) {
 			}
 		}
 	}
-	// One last acknowledged write, so the log ends in a command rather than
-	// a new leader's no-op entry. Dragonboat does not pass no-ops to Update,
-	// so a snapshot taken at a no-op has an index above Keel's applied
-	// index, which `keelctl check` (comparing against the snapshot's Index
-	// rather than its OnDiskIndex) reports as a problem.
-	if err := finalWrite(c); err != nil {
-		problem("final write: %v", err)
+	// One last acknowledged write to every shard, so each log ends in a
+	// command rather than a new leader's no-op entry. Dragonboat does not
+	// pass no-ops to Update, so a snapshot taken at a no-op has an index
+	// above Keel's applied index.
+	for s := 1; s <= c.shards; s++ {
+		if err := finalWrite(c, keyInShard("chaos/end/%d", s, c.shards)); err != nil {
+			problem("final write to shard %d: %v", s, err)
+		}
 	}
-	var last []uint64
-	err = c.waitAll(func(r *replica, st status) error {
-		if st.LeaderID == 0 {
-			return errors.New("no leader")
-		}
-		if r.id == 1 {
-			last = last[:0]
-		}
-		last = append(last, st.AppliedIndex)
-		if len(last) == len(c.replicas) {
-			for _, a := range last {
-				if a != last[0] {
-					return fmt.Errorf("applied indexes differ: %v", last)
-				}
-			}
-		}
-		return nil
-	}, 120*time.Second)
-	if err != nil {
+	if err = proctest.Poll(120*time.Second, c.converged); err != nil {
 		problem("replicas did not converge: %v", err)
 	}
 	mon.sample()
@@ -225,8 +221,7 @@ func TestChaos(t *testing.T) {
 	// history: they pin the final state the check must explain.
 	fc := &http.Client{Timeout: clientTimout}
 	for _, r := range c.replicas {
-		for k := 0; k < numKeys; k++ {
-			key := fmt.Sprintf("k%d", k)
+		for _, key := range c.keys {
 			rec := &record{Client: h.newClientID(), Kind: opGet, Key: key, Target: r.id, Call: h.now()}
 			resp, err := fc.Get(r.url("/kv/" + key))
 			if err != nil {
@@ -290,58 +285,33 @@ func TestChaos(t *testing.T) {
 		}
 	}
 
-	// Stop followers first, then the leader: no new leader appends an entry
-	// after the others stopped, so all end at the same applied index.
-	stopOrder := make([]*replica, 0, len(c.replicas))
-	l := c.leader()
-	for _, r := range c.replicas {
-		if r != l {
-			stopOrder = append(stopOrder, r)
-		}
-	}
-	if l != nil {
-		stopOrder = append(stopOrder, l)
-	}
-	for _, r := range stopOrder {
+	for _, r := range c.stopOrder() {
 		if err := r.stop(); err != nil {
 			problem("%v", err)
 		}
 	}
-	// Convergence and consistency offline, with keelctl.
-	type hashOut struct {
-		AppliedIndex uint64 `json:"applied_index"`
-		Keys         uint64 `json:"keys"`
-		Hash         any    `json:"hash"`
+	// Convergence and consistency offline, with keelctl, shard by shard:
+	// every replica of a shard at the same applied index with the same
+	// StateHash and key count, and `keelctl check` clean.
+	byShard := c.shardHashes(problem)
+	for _, err := range compareShardHashes(byShard, c.shards, len(c.replicas)) {
+		problem("%v", err)
 	}
-	var hashes []hashOut
-	for _, r := range c.replicas {
-		out, err := exec.Command(keelctlBin, "check", r.dataDir).CombinedOutput()
-		if err != nil {
-			problem("keelctl check replica %d: %v\n%s", r.id, err, out)
+	for s := 1; s <= c.shards; s++ {
+		for id := 1; id <= len(c.replicas); id++ {
+			if h, ok := byShard[s][id]; ok {
+				t.Logf("shard %d replica %d: applied index %d, %d keys, hash %v", s, id, h.AppliedIndex, h.Keys, h.Hash)
+			}
 		}
-		out, err = exec.Command(keelctlBin, "hash", "--json", r.dataDir).Output()
-		if err != nil {
-			problem("keelctl hash replica %d: %v", r.id, err)
-			continue
-		}
-		var ho hashOut
-		if err := json.Unmarshal(out, &ho); err != nil {
-			problem("keelctl hash replica %d: %v: %s", r.id, err, out)
-			continue
-		}
-		t.Logf("replica %d: applied index %d, %d keys, hash %v", r.id, ho.AppliedIndex, ho.Keys, ho.Hash)
-		hashes = append(hashes, ho)
-	}
-	for i := 1; i < len(hashes); i++ {
-		a, b := hashes[0], hashes[i]
-		if a.AppliedIndex != b.AppliedIndex {
-			problem("stopped replicas at different applied indexes: %d and %d", a.AppliedIndex, b.AppliedIndex)
-		} else if fmt.Sprint(a.Hash) != fmt.Sprint(b.Hash) || a.Keys != b.Keys {
-			problem("replicas at applied index %d differ: %v (%d keys) and %v (%d keys)", a.AppliedIndex, a.Hash, a.Keys, b.Hash, b.Keys)
+		for id := 1; id <= len(c.replicas); id++ {
+			if h, ok := byShard[s][id]; ok {
+				sum.ShardStates = append(sum.ShardStates, shardEnd{Shard: s, AppliedIndex: h.AppliedIndex, Keys: h.Keys, StateHash: fmt.Sprint(h.Hash)})
+				break
+			}
 		}
 	}
-	if len(hashes) > 0 {
-		sum.FinalAppliedIndex, sum.StateHash = hashes[0].AppliedIndex, fmt.Sprint(hashes[0].Hash)
+	if len(sum.ShardStates) > 0 && sum.ShardStates[0].Shard == 1 {
+		sum.FinalAppliedIndex, sum.StateHash = sum.ShardStates[0].AppliedIndex, sum.ShardStates[0].StateHash
 	}
 
 	// Linearizability.
@@ -463,15 +433,15 @@ func writeHistory(path string, recs []*record) error {
 	return f.Close()
 }
 
-// finalWrite puts chaos/end through any replica, retrying on 503 until a
+// finalWrite puts key through any replica, retrying on 503 until a
 // deadline: the shard has healed, so it must be accepted.
-func finalWrite(c *cluster) error {
+func finalWrite(c *cluster, key string) error {
 	hc := &http.Client{Timeout: clientTimout}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var err error
 		for _, r := range c.replicas {
-			req, _ := http.NewRequest(http.MethodPut, r.url("/kv/chaos%2Fend"), strings.NewReader("end"))
+			req, _ := http.NewRequest(http.MethodPut, r.url("/kv/"+url.PathEscape(key)), strings.NewReader("end"))
 			resp, rerr := hc.Do(req)
 			if rerr != nil {
 				err = rerr

@@ -173,8 +173,12 @@ func (n *nemesis) kill(ctx context.Context) error {
 	return n.killRestart(ctx, n.randomReplica(), faultKill)
 }
 
+// randomShard is one of the cluster's shards; the leader faults hit a
+// random shard's leader, which usually leads some others too.
+func (n *nemesis) randomShard() int { return 1 + n.rng.IntN(n.c.shards) }
+
 func (n *nemesis) killLeader(ctx context.Context) error {
-	l := n.c.leader()
+	l := n.c.leaderOf(n.randomShard())
 	if l == nil {
 		return nil // mid-election; try another fault
 	}
@@ -201,7 +205,7 @@ func (n *nemesis) pause(ctx context.Context) error {
 // x 20 ms): the others elect a new leader, the old one wakes as a stale
 // leader and must step down.
 func (n *nemesis) pauseLeader(ctx context.Context) error {
-	l := n.c.leader()
+	l := n.c.leaderOf(n.randomShard())
 	if l == nil {
 		return nil
 	}
@@ -234,8 +238,8 @@ func (n *nemesis) killAfterCompaction(ctx context.Context) error {
 	return nil
 }
 
-// lagThenKill keeps a follower down until the leader has compacted its log
-// past the follower's log, so that the follower can only catch up by a
+// lagThenKill keeps a follower of shard 1 down until the leader has
+// compacted shard 1's log past the follower's log, so that the follower can only catch up by a
 // snapshot stream; it then restarts it and SIGKILLs either the receiver
 // (during receive or install) or the sender (during the stream).
 func (n *nemesis) lagThenKill(ctx context.Context) error {
@@ -268,9 +272,14 @@ func (n *nemesis) lagThenKill(ctx context.Context) error {
 			break
 		}
 		for i := 0; i < 20; i++ {
+			// Keys of shard 1, whose log (the top-level /status
+			// fields) this fault watches.
 			n.filler.seq++
-			r := &record{Client: n.filler.client, Kind: opPut, Key: fmt.Sprintf("%snemesis/%d", ackPrefix, n.filler.seq),
-				Value: fmt.Sprintf("n%d", n.filler.seq)}
+			key := fmt.Sprintf("%snemesis/%d", ackPrefix, n.filler.seq)
+			for ; shardOf(key, n.c.shards) != 1; key = fmt.Sprintf("%snemesis/%d", ackPrefix, n.filler.seq) {
+				n.filler.seq++
+			}
+			r := &record{Client: n.filler.client, Kind: opPut, Key: key, Value: fmt.Sprintf("n%d", n.filler.seq)}
 			n.filler.do(r, l)
 			if r.Outcome == outcomeUnknown {
 				n.filler.client = n.filler.h.newClientID()

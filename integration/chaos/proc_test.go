@@ -3,7 +3,6 @@ package chaos
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -159,13 +158,16 @@ func (r *replica) crashes() []string {
 // status is the part of keeld's /status the suite reads; Raw keeps every
 // field so counters added later are visible in the summary.
 type status struct {
-	LeaderID      uint64         `json:"leader_id"`
-	IsLeader      bool           `json:"is_leader"`
-	Term          uint64         `json:"term"`
-	AppliedIndex  uint64         `json:"applied_index"`
-	LogFirstIndex uint64         `json:"log_first_index"`
-	LogLastIndex  uint64         `json:"log_last_index"`
-	Raw           map[string]any `json:"-"`
+	LeaderID      uint64 `json:"leader_id"`
+	IsLeader      bool   `json:"is_leader"`
+	Term          uint64 `json:"term"`
+	AppliedIndex  uint64 `json:"applied_index"`
+	LogFirstIndex uint64 `json:"log_first_index"`
+	LogLastIndex  uint64 `json:"log_last_index"`
+	// Shards lists every shard the process hosts; the fields above are
+	// shard 1's.
+	Shards []shardStatus  `json:"shards"`
+	Raw    map[string]any `json:"-"`
 }
 
 var statusClient = &http.Client{Timeout: 2 * time.Second}
@@ -184,18 +186,23 @@ func (r *replica) status() (status, error) {
 	return st, dec.Decode(&st.Raw)
 }
 
-// cluster is the three replicas.
+// cluster is the three replicas, each hosting a replica of every shard.
 type cluster struct {
 	t        *testing.T
 	replicas []*replica
+	// shards is keeld's --shards; keys are the workload's keys, spread
+	// over every shard.
+	shards int
+	keys   []string
 }
 
-// newCluster starts three replicas with extra flags and waits until every
-// one knows a leader. A port taken between choosing and binding it is
-// retried with fresh ports (and fresh directories).
-func newCluster(t *testing.T, dataRoot, logDir string, extra []string) *cluster {
+// newCluster starts three replicas with --shards shards and extra flags
+// and waits until every one knows a leader of every shard. A port taken
+// between choosing and binding it is retried with fresh ports (and fresh
+// directories).
+func newCluster(t *testing.T, dataRoot, logDir string, shards int, extra []string) *cluster {
 	for attempt := 0; ; attempt++ {
-		c, err := tryCluster(t, filepath.Join(dataRoot, fmt.Sprint("a", attempt)), logDir, extra)
+		c, err := tryCluster(t, filepath.Join(dataRoot, fmt.Sprint("a", attempt)), logDir, shards, extra)
 		if err == nil {
 			return c
 		}
@@ -215,18 +222,19 @@ func newCluster(t *testing.T, dataRoot, logDir string, extra []string) *cluster 
 	}
 }
 
-func tryCluster(t *testing.T, dataRoot, logDir string, extra []string) (*cluster, error) {
+func tryCluster(t *testing.T, dataRoot, logDir string, shards int, extra []string) (*cluster, error) {
 	addrs := proctest.FreeAddrs(t, 6)
 	var members []string
 	for i := 0; i < 3; i++ {
 		members = append(members, fmt.Sprintf("%d=%s", i+1, addrs[3+i]))
 	}
-	c := &cluster{t: t}
+	c := &cluster{t: t, shards: shards, keys: workloadKeys(shards)}
 	for i := 0; i < 3; i++ {
 		r := &replica{t: t, id: i + 1, dataDir: filepath.Join(dataRoot, fmt.Sprintf("replica-%d", i+1)),
 			httpAddr: addrs[i], raftAddr: addrs[3+i], logPath: filepath.Join(logDir, fmt.Sprintf("replica-%d.log", i+1))}
 		r.args = append([]string{"--data-dir", r.dataDir, "--http", r.httpAddr, "--raft-addr", r.raftAddr,
-			"--replica-id", fmt.Sprint(r.id), "--members", strings.Join(members, ","), "--log-level", "warn"}, extra...)
+			"--replica-id", fmt.Sprint(r.id), "--members", strings.Join(members, ","), "--shards", fmt.Sprint(shards),
+			"--log-level", "warn"}, extra...)
 		c.replicas = append(c.replicas, r)
 	}
 	for _, r := range c.replicas {
@@ -234,12 +242,7 @@ func tryCluster(t *testing.T, dataRoot, logDir string, extra []string) (*cluster
 			return c, err
 		}
 	}
-	err := c.waitAll(func(r *replica, st status) error {
-		if st.LeaderID == 0 {
-			return errors.New("no leader")
-		}
-		return nil
-	}, 60*time.Second)
+	err := c.waitAll(func(r *replica, st status) error { return c.allLed(st) }, 60*time.Second)
 	return c, err
 }
 
@@ -264,7 +267,8 @@ func (c *cluster) waitAll(cond func(*replica, status) error, timeout time.Durati
 	})
 }
 
-// leader returns the replica that reports itself leader, or nil.
+// leader returns the replica that reports itself leader of shard 1 (the
+// top-level /status fields), or nil.
 func (c *cluster) leader() *replica {
 	for _, r := range c.replicas {
 		if r.getState() != stateUp {

@@ -17,8 +17,9 @@ import (
 	"time"
 )
 
-// Workload shape. Few keys so operations contend; unique values so every
-// read names the write it saw.
+// Workload shape. Few keys so operations contend (numKeys, spread over
+// the shards: cluster.keys); unique values so every read names the write
+// it saw.
 const (
 	numKeys      = 8
 	numWorkers   = 5
@@ -103,7 +104,7 @@ func (w *worker) run(ctx context.Context, ops *atomic.Int64) {
 func (w *worker) next() *record {
 	w.seq++
 	val := fmt.Sprintf("w%d-%d", w.id, w.seq)
-	key := fmt.Sprintf("k%d", w.rng.IntN(numKeys))
+	key := w.c.keys[w.rng.IntN(len(w.c.keys))]
 	r := &record{Client: w.client, Key: key}
 	switch p := w.rng.IntN(100); {
 	case p < 30:

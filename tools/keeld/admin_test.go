@@ -48,7 +48,7 @@ func TestSnapshotTimerAndExport(t *testing.T) {
 		t.Fatalf("snapshots after export: %+v", st.Snapshots)
 	}
 	metrics := string(mustDo(t, http.StatusOK, http.MethodGet, n.url("/metrics"), nil))
-	for _, want := range []string{`keel_snapshots_total{kind="saved"} 1`, "keel_raft_log_compactions_total", "keel_raft_log_disk_bytes"} {
+	for _, want := range []string{`keel_snapshots_total{kind="saved",replica="1",shard="1"} 1`, "keel_raft_log_compactions_total", "keel_raft_log_disk_bytes"} {
 		if !strings.Contains(metrics, want) {
 			t.Fatalf("/metrics lacks %q", want)
 		}

@@ -384,6 +384,9 @@ func (s *server) handleDeleteMember(w http.ResponseWriter, r *http.Request) {
 	// data and its tablet go too, and the disk comes back.
 	if ls := s.route.hosted(shard); ls != nil && s.removeReplica != nil && id == s.replicaOf(shard) {
 		ls.removed.Store(true)
+		if s.metrics != nil {
+			s.metrics.compactors.Remove(shard, id) // its log is gone
+		}
 		freed, err := s.removeReplica(ctx, shard, id)
 		if err != nil {
 			s.log.Warn("removed replica's data not deleted", "shard", shard, "replica", id, "err", err)
@@ -402,7 +405,7 @@ func (s *server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	idx, err := s.nh.SyncRequestSnapshot(ctx, shard, dragonboat.DefaultSnapshotOption)
+	idx, err := s.snapshotVia(ctx, shard)
 	if errors.Is(err, dragonboat.ErrRejected) {
 		s.fail(w, fmt.Errorf("snapshot: %w: nothing was applied since the last snapshot", err))
 		return
@@ -470,7 +473,7 @@ func (s *server) adminShard(w http.ResponseWriter, r *http.Request) (uint64, boo
 
 // replicaOf is this process's replica ID in shard (0 if none).
 func (s *server) replicaOf(shard uint64) uint64 {
-	for _, p := range s.cfg.Sharding.Placement {
+	for _, p := range s.route.placed() {
 		if p.ShardID == shard {
 			return p.ReplicaID
 		}

@@ -58,6 +58,9 @@ type config struct {
 	Security securityConfig
 	// Quiesce lets idle shards stop heartbeating (Dragonboat's Quiesce).
 	Quiesce bool
+	// RTTMillis is the NodeHost's tick (--rtt-ms); 0 means
+	// host.RTTForShards of the cluster's shard count (rtt).
+	RTTMillis uint64
 	// Sharding holds --shards and --shard-map and the replicas this
 	// process runs (placement.go). ShardID and ReplicaID name the first of
 	// them, the one the single-shard endpoints and top-level /status fields
@@ -90,7 +93,23 @@ const (
 	// this limit 189-195 MiB at the same fill rate (bench/README.md).
 	// Pebble's block cache and memtables (about 50 MiB) are outside it.
 	defaultGoMemoryLimitMiB = 96
+	// goMemoryMiBPerShard is added to the default limit for every replica
+	// past the first: Go heap in use at 1,000 idle shards was 1.1 GiB
+	// with Dragonboat's no-op state machine (its per-shard queues, mostly
+	// never touched, so RSS stays far lower) and 1.4 GiB with Keel. Under
+	// a 96 MiB limit the runtime collected without pause: one keeld with
+	// --shards 1000 spent 56% of a core idle in GC (bench/README.md).
+	goMemoryMiBPerShard = 2
 )
+
+// rtt is the NodeHost tick: --rtt-ms, or Keel's rule for the cluster's
+// shard count, which every process of a cluster computes alike.
+func (c config) rtt() uint64 {
+	if c.RTTMillis > 0 {
+		return c.RTTMillis
+	}
+	return host.RTTForShards(int(c.Sharding.Shards))
+}
 
 // RaftDir holds Dragonboat's NodeHost directory (Raft log and metadata).
 func (c config) RaftDir() string { return filepath.Join(c.DataDir, "raft") }
@@ -115,7 +134,7 @@ func newFlagSet(c *config, members, logLevel *string) *flag.FlagSet {
 	fs.StringVar(&c.SMPlugin, "sm-plugin", "", "load the state machine from this Keel storage plugin (.so) instead of the linked-in one")
 	fs.StringVar(&c.ExportDir, "export-dir", "", "directory POST /admin/export writes to (default <data-dir>/exports)")
 	fs.Uint64Var(&c.LogKeepEntries, "log-keep-entries", 0, "Raft entries the log compactor keeps behind the last snapshot (0: Keel's default, 50000); followers further behind get a snapshot")
-	fs.Int64Var(&c.GoMemoryLimitMiB, "go-memory-limit", defaultGoMemoryLimitMiB, "soft limit on the Go heap, MiB (0: none; GOMEMLIMIT overrides it); Pebble's caches are outside it")
+	fs.Int64Var(&c.GoMemoryLimitMiB, "go-memory-limit", defaultGoMemoryLimitMiB, "soft limit on the Go heap, MiB (0: none; GOMEMLIMIT overrides it); Pebble's caches are outside it. Default 96, plus 2 per replica past the first")
 	fs.Int64Var(&c.SnapshotRateMiB, "snapshot-rate", 0, "cap on how fast this replica streams a snapshot to a follower or exports one, MiB/s (0: no cap)")
 	fs.IntVar(&c.WriteBatch, "write-batch", defaultWriteBatch, fmt.Sprintf("most concurrent PUT/DELETE /kv writes sent in one Raft proposal (group commit, e.g. 256; 1, the default, turns it off; at most %d)", sm.MaxTxnItems))
 	c.DiskReserve, c.DiskBallast = defaultDiskReserve, defaultDiskBallast
@@ -124,6 +143,7 @@ func newFlagSet(c *config, members, logLevel *string) *flag.FlagSet {
 	addSecurityFlags(fs, &c.Security)
 	addClusterFlag(fs, &c.ClusterID)
 	addShardingFlags(fs, &c.Sharding)
+	fs.Uint64Var(&c.RTTMillis, "rtt-ms", 0, "Raft tick in ms (Dragonboat's RTTMillisecond; elections take 10-20 ticks, request deadlines must exceed one); 0: 20 ms up to 100 shards, then shards/5 ms, at most 1000 (idle CPU grows with shards per tick). Give every process of a cluster the same value")
 	fs.BoolVar(&c.Quiesce, "quiesce", false, "let idle shards stop heartbeating (for many mostly idle shards; a replica joining an idle shard, or a shard that opened slowly, waits for a read or message to wake it: Dragonboat's experimental Quiesce)")
 	return fs
 }
@@ -160,6 +180,9 @@ func parseFlags(args []string) (config, error) {
 
 	if c.DataDir == "" {
 		return c, fmt.Errorf("%w: --data-dir is empty", errUsage)
+	}
+	if c.RTTMillis > host.MaxRTTMillisecond*10 {
+		return c, fmt.Errorf("%w: --rtt-ms %d is over %d", errUsage, c.RTTMillis, host.MaxRTTMillisecond*10)
 	}
 	if c.SnapshotInterval < 0 {
 		return c, fmt.Errorf("%w: --snapshot-interval must not be negative", errUsage)
@@ -227,6 +250,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if err := c.resolvePlacement(set); err != nil {
 		return c, err
+	}
+	if !set["go-memory-limit"] && len(c.Sharding.Placement) > 1 {
+		c.GoMemoryLimitMiB += goMemoryMiBPerShard * int64(len(c.Sharding.Placement)-1)
 	}
 	return c, nil
 }

@@ -212,3 +212,47 @@ func TestParseShardingFlags(t *testing.T) {
 		}
 	}
 }
+
+// The Raft tick follows the cluster's shard count unless --rtt-ms sets it.
+func TestRTTFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want uint64
+	}{
+		{nil, 20},
+		{[]string{"--shards", "1000"}, 200},
+		{[]string{"--shards", "1000", "--rtt-ms", "30"}, 30},
+		{[]string{"--rtt-ms", "200"}, 200},
+	} {
+		cfg, err := parseFlags(c.args)
+		if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if got := cfg.rtt(); got != c.want {
+			t.Errorf("%v: tick %d ms, want %d", c.args, got, c.want)
+		}
+	}
+	if _, err := parseFlags([]string{"--rtt-ms", "20000"}); err == nil {
+		t.Error("--rtt-ms 20000 accepted")
+	}
+}
+
+// Many replicas raise the default Go memory limit; an explicit one stays.
+func TestGoMemoryLimitScalesWithShards(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want int64
+	}{
+		{nil, defaultGoMemoryLimitMiB},
+		{[]string{"--shards", "1000"}, defaultGoMemoryLimitMiB + 999*goMemoryMiBPerShard},
+		{[]string{"--shards", "1000", "--go-memory-limit", "64"}, 64},
+	} {
+		cfg, err := parseFlags(c.args)
+		if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if cfg.GoMemoryLimitMiB != c.want {
+			t.Errorf("%v: limit %d MiB, want %d", c.args, cfg.GoMemoryLimitMiB, c.want)
+		}
+	}
+}

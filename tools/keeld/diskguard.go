@@ -339,7 +339,7 @@ func writesDisk(route, method string) bool {
 	switch route {
 	case "kv":
 		return method == "PUT" || method == "DELETE"
-	case "txn", "admin_export":
+	case "txn", "admin_export", "admin_join":
 		return true
 	}
 	return false

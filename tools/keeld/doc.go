@@ -54,11 +54,17 @@
 //	GET    /kv?prefix=&start=&end=&limit=&stale=&encoding=base64
 //	POST   /txn                 {"if":[...],"then":[...]} (see README.md)
 //	GET    /status              replica, leader, members, log range, stats
-//	GET    /metrics             Prometheus text format
+//	GET    /metrics             Prometheus text format; per-shard series labelled shard, replica
 //	POST   /admin/snapshot      request a snapshot; {"index":n}
 //	POST   /admin/export        exported snapshot under --export-dir
 //	POST   /admin/members/{id}  addr=host:port in the query or body
 //	DELETE /admin/members/{id}  404 unless id is a member
+//	/admin/shards/{s}/snapshot, /export, /members/{id}: the same, for shard s
+//	POST   /admin/shards/{s}/join  start this process's replica of s, joining
+//	GET    /admin/shards/{s}/hash  this process's replica's StateHash
+//
+// Moving a shard's replica between processes (add, join, delete) and the
+// StateHash endpoint are described in shardjoin.go.
 //
 // Each endpoint takes only the query parameters it reads (params.go); an
 // unknown or repeated one, or a bad escape, is a 400. With encoding=base64

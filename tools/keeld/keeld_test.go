@@ -118,8 +118,8 @@ func TestKVOverHTTP(t *testing.T) {
 	for _, want := range []string{
 		`keel_http_requests_total{code="204",endpoint="kv"}`,
 		`keel_proposal_duration_seconds_count{op="txn"} 2`,
-		"keel_is_leader 1", "keel_engine_keys 7", `keel_disk_usage_bytes{component="sm"}`,
-		"keel_applied_index ",
+		`keel_is_leader{replica="1",shard="1"} 1`, `keel_engine_keys{replica="1",shard="1"} 7`,
+		`keel_disk_usage_bytes{component="sm"}`, `keel_applied_index{replica="1",shard="1"} `,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -104,6 +105,8 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 		NodeHostDir: cfg.RaftDir(),
 		RaftAddress: cfg.RaftAddr,
 		Keel:        kc,
+		// Dragonboat ticks every shard every tick: many shards, longer tick.
+		RTTMillisecond: cfg.rtt(),
 		Configure: func(nhc *dbconfig.NodeHostConfig) {
 			nhc.DeploymentID = host.DeploymentID(cfg.ClusterID)
 			nhc.Expert.FS = host.DiskFullFS(lnivfs.Default, disk)
@@ -128,7 +131,8 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	// idempotent.
 	closeNH := func() { _ = h.Close() }
 
-	if err := startReplicas(nh, factory, cfg, logger); err != nil {
+	addJoinedReplicas(nh, &cfg, logger)
+	if err := startReplicas(nh, factory, &cfg, logger); err != nil {
 		return err
 	}
 	disk.attach(nh)
@@ -217,7 +221,14 @@ func factoryFunc(cfg config, logger *slog.Logger) (func(host.Config) (*host.Fact
 // already bootstrapped in the data directory restarts with no member list,
 // so a restart works whatever --members, --join or the shard map say;
 // Dragonboat keeps the membership in its log.
-func startReplicas(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger *slog.Logger) error {
+//
+// A replica that was removed from its shard on this process (DELETE
+// .../members/{its ID} here, which deletes its data) is left out of the
+// placement with a warning: Dragonboat marks its directory removed and
+// refuses to start it (ErrReplicaRemoved), and a map or --members that
+// still names it must not keep the process's other replicas down. When
+// nothing is left to run, the start fails.
+func startReplicas(nh *dragonboat.NodeHost, f *host.Factory, cfg *config, logger *slog.Logger) error {
 	// One data directory holds one replica of a shard: starting another
 	// replica ID here would bootstrap a second, unrelated member beside it.
 	if info := nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{}); info != nil {
@@ -231,32 +242,82 @@ func startReplicas(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger 
 		}
 	}
 	restarted := 0
+	var started []placed
 	for _, p := range cfg.Sharding.Placement {
-		sc := host.ShardConfig(p.ShardID, p.ReplicaID)
-		cfg.schedulerConfig(logger).ApplyTo(&sc)
-		// --quiesce: idle shards go quiet (host.ShardConfig says the cost).
-		sc.Quiesce = cfg.Quiesce
-		if cfg.LogCompaction {
-			// Only where a Compactor runs: it then reclaims LogDB space itself.
-			logcompact.Configure(&sc)
-		}
-		var members map[uint64]dragonboat.Target
-		join := cfg.Join
 		if nh.HasNodeInfo(p.ShardID, p.ReplicaID) {
-			join = false
 			restarted++
-		} else if !join {
-			members = make(map[uint64]dragonboat.Target, len(p.Members))
-			for id, addr := range p.Members {
-				members[id] = addr
-			}
 		}
-		if err := nh.StartOnDiskReplica(members, join, f.Create, sc); err != nil {
-			return fmt.Errorf("start replica %d of shard %d: %w", p.ReplicaID, p.ShardID, err)
+		err := startReplica(nh, f, *cfg, p, cfg.Join, logger)
+		if errors.Is(err, dragonboat.ErrReplicaRemoved) {
+			logger.Warn("not starting a replica removed from its shard on this process; take the shard off this host in the shard map", "shard", p.ShardID, "replica", p.ReplicaID)
+			continue
 		}
+		if err != nil {
+			return err
+		}
+		started = append(started, p)
 	}
+	if len(started) == 0 {
+		return fmt.Errorf("every replica placed on this process was removed from its shard here (%s): start a new replica with a new ID and --join in another --data-dir, or take the shards off this host in the shard map", cfg.DataDir)
+	}
+	cfg.Sharding.Placement, cfg.ShardID = started, started[0].ShardID
 	if restarted > 0 {
 		logger.Info("restarted bootstrapped replicas; --members, --join and the shard map are ignored for them", "replicas", restarted)
 	}
 	return nil
+}
+
+// startReplica starts replica p: restarted from its data when the data
+// directory holds it, else joining (join) or bootstrapped with p.Members.
+func startReplica(nh *dragonboat.NodeHost, f *host.Factory, cfg config, p placed, join bool, logger *slog.Logger) error {
+	sc := host.ShardConfig(p.ShardID, p.ReplicaID)
+	cfg.schedulerConfigFor(p.ShardID, logger).ApplyTo(&sc)
+	// --quiesce: idle shards go quiet (host.ShardConfig says the cost).
+	sc.Quiesce = cfg.Quiesce
+	if cfg.LogCompaction {
+		// Only where a Compactor runs: it then reclaims LogDB space itself.
+		logcompact.Configure(&sc)
+	}
+	var members map[uint64]dragonboat.Target
+	if nh.HasNodeInfo(p.ShardID, p.ReplicaID) {
+		join = false
+	} else if !join {
+		members = make(map[uint64]dragonboat.Target, len(p.Members))
+		for id, addr := range p.Members {
+			members[id] = addr
+		}
+	}
+	if err := nh.StartOnDiskReplica(members, join, f.Create, sc); err != nil {
+		return fmt.Errorf("start replica %d of shard %d: %w", p.ReplicaID, p.ShardID, err)
+	}
+	return nil
+}
+
+// addJoinedReplicas adds to the placement every replica of this host that
+// the data directory holds but the shard map does not place here: one
+// joined at runtime (POST /admin/shards/{id}/join) before the map was
+// updated. It restarts from its data like any other; without this it
+// would stay down until the map named it.
+func addJoinedReplicas(nh *dragonboat.NodeHost, cfg *config, logger *slog.Logger) {
+	s := &cfg.Sharding
+	if s.Map == nil {
+		return
+	}
+	info := nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{})
+	if info == nil {
+		return
+	}
+	have := map[uint64]bool{}
+	for _, p := range s.Placement {
+		have[p.ShardID] = true
+	}
+	for _, li := range info.LogInfo {
+		if have[li.ShardID] || li.ReplicaID != cfg.ReplicaID || li.ShardID == 0 || li.ShardID > s.Shards {
+			continue
+		}
+		have[li.ShardID] = true
+		s.Placement = append(s.Placement, placed{ShardID: li.ShardID, ReplicaID: li.ReplicaID})
+		logger.Info("restarting a replica joined at runtime that the shard map does not place here yet", "shard", li.ShardID, "replica", li.ReplicaID)
+	}
+	sort.Slice(s.Placement, func(i, j int) bool { return s.Placement[i].ShardID < s.Placement[j].ShardID })
 }

@@ -68,6 +68,10 @@ func routePath(route string) string {
 		return "/kv"
 	case "admin_members":
 		return "/admin/members/{id}"
+	case "admin_join":
+		return "/admin/shards/{id}/join"
+	case "admin_hash":
+		return "/admin/shards/{id}/hash"
 	default:
 		return "/" + strings.ReplaceAll(route, "_", "/")
 	}

@@ -25,7 +25,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
+	"sort"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,24 +62,54 @@ type localShard struct {
 
 // hosted returns the shard if this process serves it.
 func (rt *router) hosted(shard uint64) *localShard {
-	if ls := rt.local[shard]; ls != nil && !ls.removed.Load() {
+	if ls := rt.get(shard); ls != nil && !ls.removed.Load() {
 		return ls
 	}
 	return nil
 }
 
+// get returns the shard if this process has a replica of it, removed or
+// not.
+func (rt *router) get(shard uint64) *localShard {
+	rt.mu.RLock()
+	defer rt.mu.RUnlock()
+	return rt.local[shard]
+}
+
+// placed lists the replicas this process runs, in shard order: those
+// placed at start-up and those joined since (POST /admin/shards/{id}/join).
+func (rt *router) placed() []placed {
+	rt.mu.RLock()
+	defer rt.mu.RUnlock()
+	return slices.Clone(rt.placement)
+}
+
+// add makes a replica started at runtime (a join) served here.
+func (rt *router) add(p placed, ls *localShard) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rt.local[p.ShardID] = ls
+	rt.placement = append(rt.placement, p)
+	sort.Slice(rt.placement, func(i, j int) bool { return rt.placement[i].ShardID < rt.placement[j].ShardID })
+}
+
 // router knows the shard of every key and where each shard runs.
 //
-// Invariants: n >= 1; local holds exactly the placed shards; m is nil in
-// --members mode, where local holds all n shards.
+// Invariants: n >= 1; local holds exactly the shards in placement (those
+// placed at start-up and those joined since); m is nil in --members mode,
+// where local holds all n shards.
 type router struct {
 	n uint64
 	// only is the shard every key belongs to when n is 1 (--shard-id).
-	only  uint64
-	local map[uint64]*localShard
-	m     *shardMap
-	self  uint64
-	hc    *http.Client
+	only uint64
+	// mu guards local and placement, which grow when a replica joins at
+	// runtime; a localShard, once in local, is never replaced.
+	mu        sync.RWMutex
+	local     map[uint64]*localShard
+	placement []placed
+	m         *shardMap
+	self      uint64
+	hc        *http.Client
 	// scheme is this process's own API scheme; forwarded requests use it.
 	scheme string
 }
@@ -97,14 +130,19 @@ func newRouter(nh *dragonboat.NodeHost, cfg config) *router {
 		rt.only = cfg.ShardID
 	}
 	for _, p := range cfg.Sharding.Placement {
-		c := client.NewClient(nh, p.ShardID)
-		ls := &localShard{id: p.ShardID, client: c, writes: c}
-		if cfg.WriteBatch > 1 {
-			ls.writes = client.NewBatcher(c, client.BatcherOptions{MaxOps: cfg.WriteBatch, Timeout: requestTimeout})
-		}
-		rt.local[p.ShardID] = ls
+		rt.local[p.ShardID] = newLocalShard(nh, cfg, p.ShardID)
 	}
+	rt.placement = slices.Clone(cfg.Sharding.Placement)
 	return rt
+}
+
+func newLocalShard(nh *dragonboat.NodeHost, cfg config, shard uint64) *localShard {
+	c := client.NewClient(nh, shard)
+	ls := &localShard{id: shard, client: c, writes: c}
+	if cfg.WriteBatch > 1 {
+		ls.writes = client.NewBatcher(c, client.BatcherOptions{MaxOps: cfg.WriteBatch, Timeout: requestTimeout})
+	}
+	return ls
 }
 
 // shardOf is the shard key belongs to.

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/keel-db/keel/client"
@@ -50,6 +51,9 @@ type server struct {
 	// disk refuses writes while the disk is over its reserve; nil in
 	// tests that build a server without one.
 	disk *diskGuard
+	// placeMu serialises POST /admin/shards/{id}/join, so two joins of
+	// one shard never both start a replica; it guards no data of its own.
+	placeMu sync.Mutex
 }
 
 func newServer(nh *dragonboat.NodeHost, f *host.Factory, svc *services, cfg config, logger *slog.Logger) *server {
@@ -62,7 +66,7 @@ func newServer(nh *dragonboat.NodeHost, f *host.Factory, svc *services, cfg conf
 		log:     logger,
 		started: time.Now(),
 	}
-	first := s.route.local[cfg.ShardID]
+	first := s.route.get(cfg.ShardID)
 	s.client, s.writes = first.client, first.writes
 	s.metrics = newMetrics(s)
 	return s
@@ -151,6 +155,8 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // matchShardAdmin routes /admin/shards/{id}/snapshot, .../export and
 // .../members/{replica} to the same handlers as the single-shard admin
 // endpoints; the handlers read the shard from the path (adminShard).
+// .../join and .../hash act on this process's own replica and are never
+// forwarded (shardjoin.go).
 func (s *server) matchShardAdmin(path string) route {
 	rest := strings.TrimPrefix(path, "/admin/shards/")
 	_, sub, _ := strings.Cut(rest, "/")
@@ -163,6 +169,10 @@ func (s *server) matchShardAdmin(path string) route {
 		return route{"admin_members", map[string]http.HandlerFunc{
 			http.MethodPost: s.handleAddMember, http.MethodDelete: s.handleDeleteMember,
 		}}
+	case sub == "join":
+		return route{"admin_join", map[string]http.HandlerFunc{http.MethodPost: s.handleJoin}}
+	case sub == "hash":
+		return route{"admin_hash", map[string]http.HandlerFunc{http.MethodGet: s.handleHash}}
 	}
 	return route{name: "unknown"}
 }

@@ -22,10 +22,14 @@ type services struct {
 	sched *snapshot.Scheduler
 	// comp is nil when --log-compaction=false.
 	comp *logcompact.Compactor
-	// byShard holds every replica's loops, by shard ID. Written only by
-	// startServices, before the server starts.
+	// mu guards byShard: startServices fills it before the server starts,
+	// and a replica joined at runtime adds its loops (startJoined).
+	mu sync.Mutex
+	// byShard holds every replica's loops, by shard ID.
 	byShard map[uint64]*shardServices
 
+	// ctx ends every loop; cancel is called by stop.
+	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -53,7 +57,7 @@ func (c config) schedulerConfigFor(shardID uint64, logger *slog.Logger) snapshot
 // compactor for every replica placed on this process.
 func startServices(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger *slog.Logger) (*services, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &services{cancel: cancel, byShard: map[uint64]*shardServices{}}
+	s := &services{ctx: ctx, cancel: cancel, byShard: map[uint64]*shardServices{}}
 	for _, p := range cfg.Sharding.Placement {
 		ss, err := s.startShard(ctx, nh, f, cfg, p, logger)
 		if err != nil {
@@ -66,6 +70,28 @@ func startServices(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger 
 		s.sched, s.comp = first.sched, first.comp
 	}
 	return s, nil
+}
+
+// startJoined starts the loops of a replica started at runtime (a join).
+func (s *services) startJoined(nh *dragonboat.NodeHost, f *host.Factory, cfg config, p placed, logger *slog.Logger) error {
+	ss, err := s.startShard(s.ctx, nh, f, cfg, p, logger)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.byShard[p.ShardID] = ss
+	return nil
+}
+
+// shard returns one replica's loops, or nil.
+func (s *services) shard(id uint64) *shardServices {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byShard[id]
 }
 
 func (s *services) startShard(ctx context.Context, nh *dragonboat.NodeHost, f *host.Factory, cfg config, p placed, logger *slog.Logger) (*shardServices, error) {
@@ -114,14 +140,25 @@ func (s *services) startShard(ctx context.Context, nh *dragonboat.NodeHost, f *h
 	return ss, nil
 }
 
+// of returns the loops of shardID's replica, nil when s is nil or the
+// shard is not hosted here.
+func (s *services) of(shardID uint64) *shardServices {
+	if s == nil {
+		return nil
+	}
+	return s.byShard[shardID]
+}
+
 // stop ends both loops and waits for them.
 func (s *services) stop() {
 	if s == nil {
 		return
 	}
+	s.mu.Lock()
 	for _, ss := range s.byShard {
 		ss.sched.Stop()
 	}
+	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
 }

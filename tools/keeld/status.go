@@ -86,6 +86,12 @@ type shardStatus struct {
 	Members       map[string]string `json:"members"`
 	Keys          uint64            `json:"keys"`
 	Bytes         uint64            `json:"bytes"`
+	// SnapshotsReceived counts snapshot images this replica installed
+	// since the process started: streamed by a leader to a replica whose
+	// log was compacted behind it, or to a joining one. Local snapshots of
+	// Keel's on-disk state machine are metadata only and never installed,
+	// so they do not count.
+	SnapshotsReceived uint64 `json:"snapshots_received"`
 }
 
 // shardStatuses describes every shard this process hosts, in shard order.
@@ -96,19 +102,21 @@ func (s *server) shardStatuses() []shardStatus {
 			members[si.ShardID] = idMap(si.Replicas)
 		}
 	}
-	out := make([]shardStatus, 0, len(s.cfg.Sharding.Placement))
-	for _, p := range s.cfg.Sharding.Placement {
+	placement := s.route.placed()
+	out := make([]shardStatus, 0, len(placement))
+	for _, p := range placement {
 		ss := shardStatus{ShardID: p.ShardID, ReplicaID: p.ReplicaID, Members: members[p.ShardID]}
 		if leader, _, ok, err := s.nh.GetLeaderID(p.ShardID); err == nil && ok {
 			ss.LeaderID, ss.IsLeader = leader, leader == p.ReplicaID
 		}
 		if m := s.factory.StateMachine(p.ShardID, p.ReplicaID); m != nil {
 			ss.AppliedIndex = m.AppliedIndex()
+			ss.SnapshotsReceived = m.SnapshotStats().Received
 		}
 		if lr, err := s.nh.GetLogReader(p.ShardID); err == nil {
 			ss.LogFirstIndex, ss.LogLastIndex = lr.GetRange()
 		}
-		if ls := s.route.local[p.ShardID]; ls != nil {
+		if ls := s.route.get(p.ShardID); ls != nil {
 			if es, err := ls.client.LocalStats(false); err == nil {
 				ss.Keys, ss.Bytes = es.Keys, es.Bytes
 			}
@@ -200,12 +208,17 @@ type snapshotStatus struct {
 }
 
 func (s *server) snapshotStatus() snapshotStatus {
+	return s.snapshotStatusOf(s.cfg.ShardID, s.cfg.ReplicaID)
+}
+
+// snapshotStatusOf is snapshotStatus for any replica this process hosts.
+func (s *server) snapshotStatusOf(shardID, replicaID uint64) snapshotStatus {
 	var st snapshotStatus
-	if m := s.factory.StateMachine(s.cfg.ShardID, s.cfg.ReplicaID); m != nil {
+	if m := s.factory.StateMachine(shardID, replicaID); m != nil {
 		st.SnapshotStats = m.SnapshotStats()
 	}
-	if s.svc != nil && s.svc.sched != nil {
-		ss := s.svc.sched.Stats()
+	if ss := s.svc.of(shardID); ss != nil && ss.sched != nil {
+		ss := ss.sched.Stats()
 		st.TimerTaken, st.TimerSkipped, st.TimerRejected, st.TimerFailed = ss.Taken, ss.Skipped, ss.Rejected, ss.Failed
 		st.LastTimerIndex = ss.LastIndex
 	}
