@@ -72,10 +72,13 @@ type Shared struct {
 	stop chan struct{}
 	done chan struct{}
 
-	// mu guards engines and closed.
+	// mu guards engines, closed and closing.
 	mu      sync.Mutex
 	engines map[*Engine]struct{}
 	closed  bool
+	// closing counts engines an idle close has reserved (ReserveIdleClose)
+	// and not yet released: they are still registered but about to go.
+	closing int
 
 	// passMu guards pass, the budget pass stalled writers wait for.
 	passMu sync.Mutex
@@ -204,6 +207,30 @@ func (s *Shared) unregister(e *Engine) {
 	delete(s.engines, e)
 	s.mu.Unlock()
 	s.memBytes.Add(-e.mem.Swap(0))
+}
+
+// ReserveIdleClose reports whether one more engine may close for
+// idleness while more than keepOpen stay open, and if so reserves that
+// close: the caller closes its engine and then calls ReleaseIdleClose.
+// Reserving under the lock keeps two idle closes racing each other from
+// both seeing keepOpen+1 open engines and taking the count below
+// keepOpen.
+func (s *Shared) ReserveIdleClose(keepOpen int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.engines)-s.closing <= keepOpen {
+		return false
+	}
+	s.closing++
+	return true
+}
+
+// ReleaseIdleClose ends a reservation ReserveIdleClose granted, once the
+// engine is closed (or its close was abandoned).
+func (s *Shared) ReleaseIdleClose() {
+	s.mu.Lock()
+	s.closing--
+	s.mu.Unlock()
 }
 
 func (s *Shared) snapshotEngines() []*Engine {

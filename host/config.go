@@ -47,6 +47,27 @@ type Config struct {
 	// costs a few milliseconds and, for writing, about six fsyncs. Zero
 	// means DefaultTabletIdleClose; negative keeps every tablet open.
 	TabletIdleClose time.Duration
+	// TabletKeepOpen is how many tablets stay open however idle: an idle
+	// tablet closes only while more than this many are open on the
+	// factory (sm.Config.KeepOpen). A host with a few shards then never
+	// pays a reopen on its first write after a pause, and one with
+	// thousands keeps memory for this many (about 250 KB each). Zero means
+	// DefaultTabletKeepOpen; negative lets every idle tablet close.
+	TabletKeepOpen int
+}
+
+// DefaultTabletKeepOpen is Config.TabletKeepOpen's default: 32 open
+// tablets hold about 8 MB.
+const DefaultTabletKeepOpen = 32
+
+func (c Config) tabletKeepOpen() int {
+	switch {
+	case c.TabletKeepOpen < 0:
+		return 0
+	case c.TabletKeepOpen == 0:
+		return DefaultTabletKeepOpen
+	}
+	return c.TabletKeepOpen
 }
 
 // DefaultTabletIdleClose is Config.TabletIdleClose's default: the time
@@ -121,6 +142,7 @@ func (f *Factory) Create(shardID, replicaID uint64) statemachine.IOnDiskStateMac
 		Logger:    f.cfg.Logger,
 		Snapshot:  snapshot.Options{StreamBytesPerSecond: f.cfg.SnapshotStreamBytesPerSecond, ReserveBytes: f.cfg.SnapshotReserveBytes},
 		IdleClose: f.cfg.tabletIdleClose(),
+		KeepOpen:  f.cfg.tabletKeepOpen(),
 	})
 	f.mu.Lock()
 	f.sms[[2]uint64{shardID, replicaID}] = s

@@ -78,6 +78,12 @@
 //     If that flush fails the state machine is ahead of its tablet; every
 //     later call then returns the error, so Dragonboat halts the replica
 //     and a restart replays the log from what the tablet holds.
+//   - With Config.KeepOpen (host.Config.TabletKeepOpen, default 32) the
+//     timer closes an idle tablet only while more than KeepOpen tablets
+//     are open on the shared resources (engine.Shared.ReserveIdleClose
+//     counts and reserves under one lock, so racing timers never go
+//     below it): a host with a few shards never closes one, and one with
+//     thousands keeps memory for KeepOpen of its idle tablets.
 //   - The idle time adapts per tablet: a tablet reopened within twice its
 //     idle time of closing doubles it (up to 32 x IdleClose), one that
 //     stayed closed longer halves it back, so a host whose writes slow

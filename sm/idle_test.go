@@ -273,3 +273,49 @@ func TestIdleWaitsForFirstUse(t *testing.T) {
 		return nil
 	})
 }
+
+// TestIdleKeepsOpenFloor: with KeepOpen set, idle tablets close only while
+// more than KeepOpen are open on the shared resources, so exactly KeepOpen
+// stay open however long they idle (the idle checks that found the floor
+// keep coming and closing none), and the count never drops below it even
+// though every tablet's idle timer fires on its own.
+func TestIdleKeepsOpenFloor(t *testing.T) {
+	sh, err := engine.NewShared(engine.SharedOptions{})
+	must(t, err)
+	defer func() { must(t, sh.Close()) }()
+	root := t.TempDir()
+	const shards, keep = 5, 2
+	sms := make([]*StateMachine, 0, shards)
+	for shard := uint64(1); shard <= shards; shard++ {
+		s := New(Config{Dir: fmt.Sprintf("%s/shard-%d", root, shard), ShardID: shard, ReplicaID: 1,
+			Engine:    engine.Options{Shared: sh, Logger: quietLogger()},
+			IdleClose: 50 * time.Millisecond, KeepOpen: keep})
+		_, err := s.Open(make(chan struct{}))
+		must(t, err)
+		defer s.Close()
+		update(t, s, entries(1, put(t, "k", "v")))
+		sms = append(sms, s)
+	}
+	counts := func() (open int, closes, kept uint64) {
+		for _, s := range sms {
+			if s.TabletOpen() {
+				open++
+			}
+			closes += s.stats.idleCloses.Load()
+			kept += s.stats.keptOpen.Load()
+		}
+		return open, closes, kept
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if open, closes, kept := counts(); closes != shards-keep || kept < 2*keep {
+			return fmt.Errorf("%d open, %d idle closes, %d checks kept a tablet open; want %d closes and %d+ kept", open, closes, kept, shards-keep, 2*keep)
+		}
+		return nil
+	})
+	if open, closes, _ := counts(); open != keep || closes != shards-keep {
+		t.Fatalf("%d tablets open after %d idle closes, want %d open", open, closes, keep)
+	}
+	if got := sh.Stats().Engines; got != keep {
+		t.Fatalf("shared resources count %d open engines, want %d", got, keep)
+	}
+}

@@ -15,6 +15,9 @@ type snapshotCounters struct {
 	prepared, saved, saveFailed, received, receiveFailed atomic.Uint64
 	// idleCloses counts tablets closed for idleness.
 	idleCloses atomic.Uint64
+	// keptOpen counts idle checks that left the tablet open because no
+	// more than Config.KeepOpen tablets were open.
+	keptOpen atomic.Uint64
 	// lastPrepareNanos is how long the last PrepareSnapshot held Update off.
 	lastPrepareNanos atomic.Int64
 }

@@ -33,6 +33,12 @@ type Config struct {
 	// Zero keeps the tablet open from Open to Close. Ignored with
 	// Engine.WAL or Engine.ReadOnly.
 	IdleClose time.Duration
+	// KeepOpen, with IdleClose and Engine.Shared set, keeps idle tablets
+	// open while no more than KeepOpen tablets are open on Engine.Shared:
+	// a host with a few shards never pays a reopen, and one with
+	// thousands still closes all but KeepOpen of its idle ones. Zero
+	// closes every idle tablet.
+	KeepOpen int
 }
 
 // StateMachine is Keel's statemachine.IOnDiskStateMachine.

@@ -236,6 +236,14 @@ func (s *StateMachine) closeIfIdle() {
 		s.rearm(idle)
 		return
 	}
+	if shared := s.cfg.Engine.Shared; shared != nil && s.cfg.KeepOpen > 0 {
+		if !shared.ReserveIdleClose(s.cfg.KeepOpen) {
+			s.stats.keptOpen.Add(1)
+			s.rearm(idle)
+			return
+		}
+		defer shared.ReleaseIdleClose()
+	}
 	eng := s.eng
 	s.eng, s.engRO = nil, false
 	if err := eng.Close(); err != nil {
