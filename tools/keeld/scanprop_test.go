@@ -35,19 +35,7 @@ func TestMergedScanPagingBinaryKeys(t *testing.T) {
 		newNode(t, "host-1", filepath.Join(dir, "h1")),
 		newNode(t, "host-2", filepath.Join(dir, "h2")),
 	}
-	type mapHost struct {
-		ID       uint64 `json:"id"`
-		RaftAddr string `json:"raft_addr"`
-		HTTPAddr string `json:"http_addr"`
-	}
-	type mapShard struct {
-		ID    uint64   `json:"id"`
-		Hosts []uint64 `json:"hosts"`
-	}
-	var m struct {
-		Hosts  []mapHost  `json:"hosts"`
-		Shards []mapShard `json:"shards"`
-	}
+	var m shardMap // shardmap.go's own format
 	for i, n := range nodes {
 		m.Hosts = append(m.Hosts, mapHost{uint64(i + 1), n.raftAddr, n.httpAddr})
 	}
