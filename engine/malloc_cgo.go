@@ -4,7 +4,15 @@ package engine
 
 // #include <malloc.h>
 //
-// static int keelFixMmapThreshold(int n) { return mallopt(M_MMAP_THRESHOLD, n); }
+// // Only glibc has the dynamic threshold this pins; other C libraries
+// // (musl) may not define M_MMAP_THRESHOLD, and then nothing is done.
+// static int keelFixMmapThreshold(int n) {
+// #ifdef M_MMAP_THRESHOLD
+//     return mallopt(M_MMAP_THRESHOLD, n);
+// #else
+//     return 0;
+// #endif
+// }
 import "C"
 
 import "sync"
