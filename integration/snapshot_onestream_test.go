@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -99,53 +98,18 @@ func TestOneSaveSnapshotPerCatchUp(t *testing.T) {
 // stream as large as the image).
 func randomLoad(t *testing.T, cl *client.Client, txns, perTxn, valueSize, workers int) {
 	t.Helper()
-	jobs := make(chan int)
-	errs := make(chan error, workers)
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(seed uint64) {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(seed, 0))
-			for j := range jobs {
-				ops := make([]client.TxnOp, perTxn)
-				for i := range ops {
-					v := make([]byte, valueSize)
-					for k := 0; k+8 <= len(v); k += 8 {
-						x := rng.Uint64()
-						for b := 0; b < 8; b++ {
-							v[k+b] = byte(x >> (8 * b))
-						}
-					}
-					ops[i] = client.PutOp([]byte(fmt.Sprintf("r%06d-%03d", j, i)), v)
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-				err := testcluster.Retry(ctx, func(ctx context.Context) error {
-					_, err := cl.Txn(ctx, nil, ops)
-					return err
-				})
-				cancel()
-				if err != nil {
-					errs <- err
-					return
+	txnLoad(t, cl, "load", txns, workers, func(rng *rand.Rand, j int) []client.TxnOp {
+		ops := make([]client.TxnOp, perTxn)
+		for i := range ops {
+			v := make([]byte, valueSize)
+			for k := 0; k+8 <= len(v); k += 8 {
+				x := rng.Uint64()
+				for b := 0; b < 8; b++ {
+					v[k+b] = byte(x >> (8 * b))
 				}
 			}
-		}(uint64(w) + 1)
-	}
-	for j := 0; j < txns; j++ {
-		select {
-		case jobs <- j:
-		case err := <-errs:
-			close(jobs)
-			wg.Wait()
-			t.Fatalf("load: %v", err)
+			ops[i] = client.PutOp([]byte(fmt.Sprintf("r%06d-%03d", j, i)), v)
 		}
-	}
-	close(jobs)
-	wg.Wait()
-	select {
-	case err := <-errs:
-		t.Fatalf("load: %v", err)
-	default:
-	}
+		return ops
+	})
 }

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -23,20 +24,32 @@ import (
 func ssLoad(t *testing.T, cl *client.Client, prefix string, total, workers, valueSize int) {
 	t.Helper()
 	const perTxn = 100
+	txnLoad(t, cl, "load "+prefix, (total+perTxn-1)/perTxn, workers, func(_ *rand.Rand, j int) []client.TxnOp {
+		var ops []client.TxnOp
+		for i := j * perTxn; i < (j+1)*perTxn && i < total; i++ {
+			val := make([]byte, valueSize)
+			copy(val, fmt.Sprintf("%s%08d", prefix, i))
+			ops = append(ops, client.PutOp([]byte(fmt.Sprintf("%s%08d", prefix, i)), val))
+		}
+		return ops
+	})
+}
+
+// txnLoad proposes txns transactions, build(rng, j) making the j-th (each
+// worker has its own seeded rng), from workers goroutines, retrying each
+// until its deadline; the first error fails the test.
+func txnLoad(t *testing.T, cl *client.Client, what string, txns, workers int, build func(rng *rand.Rand, j int) []client.TxnOp) {
+	t.Helper()
 	jobs := make(chan int)
 	errs := make(chan error, workers)
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
-		go func() {
+		go func(seed uint64) {
 			defer wg.Done()
-			val := make([]byte, valueSize)
-			for start := range jobs {
-				var ops []client.TxnOp
-				for i := start; i < start+perTxn && i < total; i++ {
-					copy(val, fmt.Sprintf("%s%08d", prefix, i))
-					ops = append(ops, client.PutOp([]byte(fmt.Sprintf("%s%08d", prefix, i)), append([]byte(nil), val...)))
-				}
+			rng := rand.New(rand.NewPCG(seed, 0))
+			for j := range jobs {
+				ops := build(rng, j)
 				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 				err := testcluster.Retry(ctx, func(ctx context.Context) error {
 					_, err := cl.Txn(ctx, nil, ops)
@@ -48,22 +61,22 @@ func ssLoad(t *testing.T, cl *client.Client, prefix string, total, workers, valu
 					return
 				}
 			}
-		}()
+		}(uint64(w) + 1)
 	}
-	for start := 0; start < total; start += perTxn {
+	for j := 0; j < txns; j++ {
 		select {
-		case jobs <- start:
+		case jobs <- j:
 		case err := <-errs:
 			close(jobs)
 			wg.Wait()
-			t.Fatalf("load %s: %v", prefix, err)
+			t.Fatalf("%s: %v", what, err)
 		}
 	}
 	close(jobs)
 	wg.Wait()
 	select {
 	case err := <-errs:
-		t.Fatalf("load %s: %v", prefix, err)
+		t.Fatalf("%s: %v", what, err)
 	default:
 	}
 }
