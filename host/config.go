@@ -206,9 +206,21 @@ func (f *Factory) RemoveTablet(shardID, replicaID uint64) (int64, error) {
 	return freed, nil
 }
 
-// Close releases the shared resources. Call it after the NodeHost running
-// the factory's state machines has closed; it is safe to call more than
-// once.
+// Close closes every state machine the factory created that is still
+// open, then releases the shared resources. Call it after the NodeHost
+// running the factory's state machines has closed; it is safe to call more
+// than once.
+//
+// Why Close closes state machines at all: NodeHost.Close hands each
+// replica's state machine to Dragonboat's close workers and waits for them
+// only so long (settings.Soft.CloseWorkerTimedWaitSecond, 5 s in the pinned
+// Dragonboat); the ones still queued then are never closed. At a thousand
+// shards, each Close flushing its tablet, that wait runs out, and the
+// tablets left open would keep the shared resources (ErrSharedInUse) and
+// go without their CLOSED record, so the next start reopens each of them
+// in full. Once NodeHost.Close has returned no Dragonboat goroutine calls
+// a state machine any more, so closing the leftovers here races with
+// nothing; sm.StateMachine.Close is idempotent.
 func (f *Factory) Close() error {
 	f.mu.Lock()
 	if f.closed {
@@ -216,6 +228,44 @@ func (f *Factory) Close() error {
 		return nil
 	}
 	f.closed = true
+	sms := make([]*sm.StateMachine, 0, len(f.sms))
+	for _, s := range f.sms {
+		sms = append(sms, s)
+	}
 	f.mu.Unlock()
-	return f.shared.Close()
+	err := closeAll(sms)
+	return errors.Join(err, f.shared.Close())
+}
+
+// closeParallel bounds the closes Factory.Close runs at once: each flushes
+// a memtable and fsyncs, so a few in parallel keep the disk busy without
+// queueing a thousand writers on it.
+const closeParallel = 4
+
+// closeAll closes every state machine in sms, closeParallel at a time, and
+// returns every error.
+func closeAll(sms []*sm.StateMachine) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex // guards errs
+		errs []error
+		next = make(chan *sm.StateMachine)
+	)
+	for range min(closeParallel, len(sms)) {
+		wg.Go(func() {
+			for s := range next {
+				if err := s.Close(); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, s := range sms {
+		next <- s
+	}
+	close(next)
+	wg.Wait()
+	return errors.Join(errs...)
 }

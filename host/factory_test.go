@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keel-db/keel/engine"
 	"github.com/keel-db/keel/internal/testkit/testutil"
 	"github.com/lni/dragonboat/v4/logger"
 )
@@ -110,5 +111,39 @@ func TestShardConfigValid(t *testing.T) {
 	l := LogDBConfig()
 	if l.Shards != 1 || l.IsEmpty() {
 		t.Fatalf("LogDBConfig %+v", l)
+	}
+}
+
+// TestFactoryCloseClosesLeftovers: a state machine Dragonboat never closed
+// (NodeHost.Close gives up on its close workers after a timed wait) is
+// closed by Factory.Close, which then releases the shared resources, and
+// the tablet is left with a valid CLOSED record so the next start need
+// not open it.
+func TestFactoryCloseClosesLeftovers(t *testing.T) {
+	root := t.TempDir()
+	f, err := NewFactory(Config{RootDir: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for shard := uint64(1); shard <= 3; shard++ {
+		s := f.Create(shard, 1)
+		if _, err := s.Open(make(chan struct{})); err != nil {
+			t.Fatalf("open shard %d: %v", shard, err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("Close with state machines left open: %v", err)
+	}
+	for shard := uint64(1); shard <= 3; shard++ {
+		if s := f.StateMachine(shard, 1); s.IsOpen() {
+			t.Fatalf("shard %d still open after Factory.Close", shard)
+		}
+		r := engine.NewRoot(f.Config().DataDir(shard, 1), nil)
+		if _, ok := r.ReadClosed(); !ok {
+			t.Fatalf("shard %d: no valid CLOSED record after Factory.Close", shard)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
 	}
 }
