@@ -115,11 +115,12 @@ func TestRaftMutualTLS(t *testing.T) {
 		nodes[i] = newNode(t, fmt.Sprintf("replica-%d", i+1), filepath.Join(dir, fmt.Sprintf("r%d", i+1)))
 		members[uint64(i+1)] = nodes[i].raftAddr
 	}
+	// Every replica, the rogue one too, trusts the shard's CA; only the
+	// rogue's own certificate is foreign. The CA file is written once:
+	// rewriting it while a started replica reads it made the test flaky.
+	goodCA, _, _ := good.issue(t, dir, "shard")
 	tlsFlags := func(i int, ca *testCA) []string {
 		_, cert, key := ca.issue(t, dir, fmt.Sprintf("r%d-%s", i+1, ca.cert.Subject.CommonName))
-		// Every replica, the rogue one too, trusts the shard's CA; only
-		// the rogue's own certificate is foreign.
-		goodCA, _, _ := good.issue(t, dir, "shard")
 		return []string{"--raft-tls-ca", goodCA, "--raft-tls-cert", cert, "--raft-tls-key", key}
 	}
 	for i, n := range nodes {
