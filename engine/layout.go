@@ -120,7 +120,15 @@ func OpenRoot(dir string, o Options) (*Engine, error) {
 			return nil, err
 		}
 	}
-	e, err := Open(r.FS.PathJoin(dir, cur), o)
+	return r.OpenImage(cur, o)
+}
+
+// OpenImage opens the root's image name (normally the one CURRENT names,
+// as after an install). Unlike Open on the image's directory, the engine
+// writes the root's closed record when it closes cleanly (writable and
+// WAL-less only), so the next open of the root can answer without Pebble.
+func (r Root) OpenImage(name string, o Options) (*Engine, error) {
+	e, err := Open(r.FS.PathJoin(r.Dir, name), o)
 	if err != nil {
 		return nil, err
 	}

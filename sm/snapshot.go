@@ -202,7 +202,7 @@ func (s *StateMachine) recoverFromSnapshot(r io.Reader, done <-chan struct{}) er
 	}
 	// CURRENT names the new image now; if opening it fails the replica
 	// halts and the next Open comes up on it.
-	eng, err := engine.Open(s.root.FS.PathJoin(s.cfg.Dir, name), s.cfg.Engine)
+	eng, err := s.root.OpenImage(name, s.cfg.Engine)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,9 @@
 package sm
 
 import (
+	"bytes"
 	"fmt"
+	"path/filepath"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -87,5 +89,40 @@ func TestCrashReplaysFromLastSync(t *testing.T) {
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestInstalledTabletRecordsClose: a tablet installed from a snapshot
+// leaves a valid CLOSED record when it closes, as one opened by Open does,
+// so the next start answers from the record instead of opening Pebble.
+func TestInstalledTabletRecordsClose(t *testing.T) {
+	dir := t.TempDir()
+	src, _ := openSM(t, filepath.Join(dir, "src"), 1, 1)
+	update(t, src, entries(1, put(t, "a", "1"), put(t, "b", "2")))
+	ctx, err := src.PrepareSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := src.SaveSnapshot(ctx, &buf, make(chan struct{})); err != nil {
+		t.Fatal(err)
+	}
+	dstDir := filepath.Join(dir, "dst")
+	dst := New(Config{Dir: dstDir, ShardID: 1, ReplicaID: 2})
+	if _, err := dst.Open(make(chan struct{})); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.RecoverFromSnapshot(&buf, make(chan struct{})); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c, ok := engine.NewRoot(dstDir, nil).ReadClosed()
+	if !ok {
+		t.Fatal("no valid CLOSED record after closing an installed tablet")
+	}
+	if c.Applied != 2 {
+		t.Fatalf("CLOSED record's applied index %d, want 2", c.Applied)
 	}
 }
