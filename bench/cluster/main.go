@@ -369,7 +369,6 @@ func restartPhase(ctx context.Context, fl *fleet, smp *sampler, o options, rep *
 		return
 	}
 	defer func() { c.stopAll(false); _ = os.RemoveAll(filepath.Join(fl.root, "restart")) }()
-	probe := key('r', 0)
 	var user uint64
 	sizes := []struct {
 		label, phase string
@@ -390,7 +389,7 @@ func restartPhase(ctx context.Context, fl *fleet, smp *sampler, o options, rep *
 		logf("restart: filled at %.1f MB/s", lr.MBPerSec)
 		user += uint64(lr.Ops) * uint64(o.FillValue+16)
 		smp.set(c, "restart-"+s.phase)
-		r, err := restartTimes(ctx, c, s.label, o.RestartRuns, probe, user)
+		r, err := restartTimes(ctx, c, s.label, o.RestartRuns, user)
 		if err != nil {
 			fail("restart-"+s.label, err)
 			return
