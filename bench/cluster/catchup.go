@@ -355,4 +355,3 @@ func receivedCounter(m map[string]any, path string) (uint64, string) {
 	}
 	return 0, ""
 }
-

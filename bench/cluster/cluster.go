@@ -333,10 +333,16 @@ func (c *cluster) status(ctx context.Context, r *replica) (status, error) {
 	if resp.StatusCode != http.StatusOK {
 		return st, fmt.Errorf("%w: /status on replica %d: %d", errHTTP, r.id, resp.StatusCode)
 	}
+	return parseStatus(body)
+}
+
+// parseStatus decodes a /status answer.
+func parseStatus(body []byte) (status, error) {
+	var st status
 	if err := json.Unmarshal(body, &st); err != nil {
 		return st, err
 	}
-	err = json.Unmarshal(body, &st.Raw)
+	err := json.Unmarshal(body, &st.Raw)
 	return st, err
 }
 
