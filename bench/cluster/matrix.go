@@ -224,6 +224,35 @@ func shardsMatrix(ctx context.Context, fl *fleet, smp *sampler, o options, rep *
 		}
 		rep.ShardsRows = append(rep.ShardsRows, row)
 	}
+	for _, line := range shardsSummary(rep.ShardsRows) {
+		logf("%s", line)
+	}
+}
+
+// shardsSummary is one line per shard count and figure: candidate,
+// baseline and their ratio.
+func shardsSummary(rows []shardsRow) []string {
+	var out []string
+	f := func(n int, what string, c, b, r float64) {
+		out = append(out, fmt.Sprintf("--shards %-3d %-32s %10.3f %10.3f  x%.2f", n, what, c, b, r))
+	}
+	for _, row := range rows {
+		for _, w := range row.Write {
+			k := fmt.Sprintf("K=%d ", w.K)
+			f(row.Shards, k+"PUT/s", w.Candidate.OpsPerSec, w.Baseline.OpsPerSec, w.Ratio.OpsPerSec)
+			f(row.Shards, k+"p50 ms", w.Candidate.P50Ms, w.Baseline.P50Ms, w.Ratio.P50Ms)
+			f(row.Shards, k+"p99 ms", w.Candidate.P99Ms, w.Baseline.P99Ms, w.Ratio.P99Ms)
+			f(row.Shards, k+"server CPU µs per PUT", w.Candidate.ServerCPUPerOpUS, w.Baseline.ServerCPUPerOpUS, w.Ratio.ServerCPUPerOpUS)
+		}
+		if r := row.Recovery; r != nil {
+			f(row.Shards, "catch-up s", r.Candidate.CatchUpSeconds, r.Baseline.CatchUpSeconds, r.Ratio.CatchUpSeconds)
+			f(row.Shards, "catch-up MB installed", r.Candidate.InstalledMB, r.Baseline.InstalledMB, r.Ratio.InstalledMB)
+			f(row.Shards, "catch-up MB/s", r.Candidate.InstallMBPerS, r.Baseline.InstallMBPerS, r.Ratio.InstallMBPerS)
+			f(row.Shards, "restart one process, s", r.Candidate.RestartOneSeconds, r.Baseline.RestartOneSeconds, r.Ratio.RestartOneSeconds)
+			f(row.Shards, "restart all three, s", r.Candidate.RestartAllSeconds, r.Baseline.RestartAllSeconds, r.Ratio.RestartAllSeconds)
+		}
+	}
+	return out
 }
 
 // recoveryRun is one binary's catch-up and restarts on a fresh cluster:
