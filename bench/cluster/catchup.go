@@ -22,8 +22,9 @@ import (
 // of every shard it hosts.
 //
 // Invariants after leaveBehind: shards lists every shard the follower
-// hosted, in shard order, each with LeaderFirst > StoppedAt+1; leader is
-// shard 1's leader and targets the running processes leading a shard.
+// hosted, in shard order, each with LeaderFirst > StoppedAt+1; leader
+// leads the lowest shard (shard 1 under --shards) and targets are the
+// running processes leading a shard.
 type behind struct {
 	leader, follower *replica
 	// targets are the processes leading at least one shard after the
@@ -127,9 +128,12 @@ func leaveBehind(ctx context.Context, c *cluster, m int64, k int, prefix byte, l
 	if v, err = c.waitLeaders(ctx, startTimeout); err != nil {
 		return b, err
 	}
-	b.leader, b.targets = v.leaders()[1], leaderProcesses(v, c.reps)
+	b.targets = leaderProcesses(v, c.reps)
+	if ids := v.shardIDs(); len(ids) > 0 {
+		b.leader = v.leaders()[ids[0]]
+	}
 	if b.leader == nil || len(b.targets) == 0 {
-		return b, fmt.Errorf("%w: no leader of shard 1 after stopping replica %d", errProcess, f.id)
+		return b, fmt.Errorf("%w: no leader after stopping replica %d", errProcess, f.id)
 	}
 	b.passed(v)
 	n := int64(len(b.shards))

@@ -78,7 +78,7 @@ func parseOptions(args []string) (options, error) {
 	fs.StringVar(&o.TmpDir, "tmp", os.TempDir(), "where the replicas' fresh directories go (the limits are measured here too)")
 	fs.Int64Var(&o.N, "n", 200_000, "keys per write run")
 	fs.StringVar(&ks, "k", "16,256", "concurrent clients per write run, comma separated")
-	fs.Int64Var(&o.CatchUpKeys, "catchup-keys", 60_000, "keys written per round while a follower is down (must pass keeld's kept log window)")
+	fs.Int64Var(&o.CatchUpKeys, "catchup-keys", 60_000, "keys written per shard and round while a follower process is down (must pass keeld's kept log window, --log-keep-entries)")
 	fs.BoolVar(&o.UnderLoad, "under-load", true, "run snapshot-under-load")
 	fs.IntVar(&o.UnderLoadK, "under-load-k", 16, "K for snapshot-under-load (compared with the write run at this K)")
 	fs.Int64Var(&o.SmallMB, "restart-small-mb", 10, "user data for the small restart, MB")
