@@ -19,13 +19,19 @@ RESULTS ?= bench/results
 CLUSTER_ARGS ?=
 # Extra flags for the many-shards benchmark, e.g. SHARDS_ARGS='-shards 1,100 -kinds noop,keel'.
 SHARDS_ARGS ?=
+# The cluster benchmark per shard count (bench-cluster-shards): the
+# counts, the git ref the baseline keeld is built from, and extra flags
+# (e.g. CLUSTER_SHARDS_ARGS='-rounds 3 -n 30000').
+CLUSTER_SHARDS ?= 1,4,16
+BASE_REF ?= main
+CLUSTER_SHARDS_ARGS ?=
 # 1 adds the 1 GB state to the snapshot micro-benchmarks.
 BENCH_LARGE ?= 1
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: build keeld plugin run test lint bench bench-quick bench-logcompact bench-shards bench-catchup chaos fuzz clean help
+.PHONY: build keeld plugin run test lint bench bench-quick bench-logcompact bench-shards bench-catchup bench-cluster-shards chaos fuzz clean help
 
 ## build: compile every package and put keeld in ./bin/keeld
 build:
@@ -58,7 +64,7 @@ lint:
 	if [ -n "$$unformatted" ]; then echo "gofmt -l lists:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-## bench: micro-benchmarks and the cluster benchmark (~30 min); JSON and PNG in bench/results
+## bench: micro-benchmarks, the cluster benchmark and its --shards 1,4,16 A/B (~45 min); JSON and PNG in bench/results
 # Figures are reported against targets, never asserted; see bench/README.md.
 bench: keeld
 	@mkdir -p $(RESULTS)
@@ -70,6 +76,7 @@ bench: keeld
 	$(MAKE) bench-logcompact
 	$(MAKE) bench-shards
 	$(MAKE) bench-catchup | tee $(RESULTS)/catchup.txt
+	$(MAKE) bench-cluster-shards
 
 ## bench-quick: the same harness in under a minute (tiny sizes, one K); bench/results/quick
 # CI may run it to keep the harness working; it never checks a figure.
@@ -96,6 +103,20 @@ bench-shards:
 CATCHUP_MB ?= 200
 bench-catchup:
 	KEEL_CATCHUP_MB=$(CATCHUP_MB) $(GO) test -run '^$$' -bench CatchUp -benchtime 1x -count 1 -timeout 20m ./bench/catchup
+
+## bench-cluster-shards: keeld --shards 1, 4, 16 vs a keeld built from BASE_REF, alternating (~10-15 min); bench/results/cluster-shards/
+# Per shard count: PUT/s, p50/p99 and CPU per PUT at K=16 and 256, catch-up
+# of a restarted process (every shard by snapshot), restart to every shard
+# serving; each with its ratio to the baseline. See bench/README.md.
+bench-cluster-shards: keeld
+	@mkdir -p $(RESULTS)/cluster-shards
+	src="$$(mktemp -d)"; trap 'rm -rf "$$src"' EXIT; \
+	git archive $(BASE_REF) | tar -x -C "$$src"; \
+	(cd "$$src" && $(GO) build -o $(CURDIR)/bin/keeld-base ./tools/keeld)
+	$(GO) run ./bench/cluster -keeld bin/keeld -keeld-base bin/keeld-base -shards-list $(CLUSTER_SHARDS) \
+		-phases limits,write,catch-up,restart -seq-mb 256 -n 10000 -k 16,256 -rounds 2 -txn-batch 0 \
+		-keeld-args '--log-keep-entries 1000' -catchup-keys 1500 -restart-small-mb 10 -restart-runs 3 \
+		-out $(RESULTS)/cluster-shards $(CLUSTER_SHARDS_ARGS)
 
 ## chaos: three keeld processes under SIGKILL/SIGSTOP faults, checked with porcupine and keelctl
 # make chaos DURATION=30m SEED=123 OUT=integration/results/chaos-30m; the run's

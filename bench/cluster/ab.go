@@ -38,8 +38,10 @@ type abRow struct {
 // alternately: each round runs every K once per binary, the candidate
 // first in odd rounds and the baseline first in even ones (A,B then B,A),
 // each run on a fresh cluster. Results go to rep.Write (candidate),
-// rep.WriteBase (baseline) and rep.AB.
-func abWrites(ctx context.Context, fl *fleet, smp *sampler, o options, rep *report, fail func(string, error)) {
+// rep.WriteBase (baseline) and rep.AB. Without a baseline (-shards-list
+// alone) only the candidate runs and AB holds its medians, ratios 0. tag,
+// when not empty, prefixes every run's name.
+func abWrites(ctx context.Context, fl *fleet, smp *sampler, o options, rep *report, fail func(string, error), tag string) {
 	type spec struct {
 		k, batch int
 	}
@@ -50,23 +52,20 @@ func abWrites(ctx context.Context, fl *fleet, smp *sampler, o options, rep *repo
 	if o.TxnBatch > 1 {
 		specs = append(specs, spec{o.TxnK, o.TxnBatch})
 	}
-	bins := []struct{ label, path string }{{"candidate", fl.keeld}, {"baseline", o.KeeldBase}}
 	results := map[string]map[spec][]writeResult{"candidate": {}, "baseline": {}}
 	seq := 0
 	for round := 1; round <= o.Rounds && ctx.Err() == nil; round++ {
 		for _, sp := range specs {
-			order := []int{0, 1}
-			if round%2 == 0 {
-				order = []int{1, 0}
-			}
-			for _, bi := range order {
+			for _, b := range roundOrder(binaries(fl, o), round) {
 				if ctx.Err() != nil {
 					return
 				}
-				b := bins[bi]
 				name := fmt.Sprintf("write-k%d-%s-r%d", sp.k, b.label, round)
 				if sp.batch > 1 {
 					name = fmt.Sprintf("write-k%d-txn%d-%s-r%d", sp.k, sp.batch, b.label, round)
+				}
+				if tag != "" {
+					name = tag + "-" + name
 				}
 				c, err := fl.newClusterOf(ctx, name, b.path)
 				if err != nil {
@@ -102,11 +101,14 @@ func abWrites(ctx context.Context, fl *fleet, smp *sampler, o options, rep *repo
 	}
 	for _, sp := range specs {
 		cand, base := results["candidate"][sp], results["baseline"][sp]
-		if len(cand) == 0 || len(base) == 0 {
+		if len(cand) == 0 || (len(base) == 0 && o.KeeldBase != "") {
 			continue
 		}
-		row := abRow{K: sp.k, PutsPerRequest: sp.batch, Rounds: min(len(cand), len(base)),
+		row := abRow{K: sp.k, PutsPerRequest: sp.batch, Rounds: len(cand),
 			Candidate: sideOf(cand), Baseline: sideOf(base)}
+		if o.KeeldBase != "" {
+			row.Rounds = min(len(cand), len(base))
+		}
 		row.Ratio = abSide{
 			OpsPerSec:        ratio(row.Candidate.OpsPerSec, row.Baseline.OpsPerSec),
 			P50Ms:            ratio(row.Candidate.P50Ms, row.Baseline.P50Ms),
@@ -123,8 +125,12 @@ func abWrites(ctx context.Context, fl *fleet, smp *sampler, o options, rep *repo
 			}
 		}
 		rep.AB = append(rep.AB, row)
-		logf("A/B K=%d x%d (%d rounds): PUT/s %.0f vs %.0f (x%.2f, rounds %s), server CPU/op %.1f vs %.1f µs (x%.2f, rounds %s), p50 %.2f vs %.2f ms (x%.2f), p99 %.2f vs %.2f ms (x%.2f), client CPU/op %.1f vs %.1f µs",
-			row.K, row.PutsPerRequest, row.Rounds,
+		pre := ""
+		if tag != "" {
+			pre = tag + " "
+		}
+		logf("%sA/B K=%d x%d (%d rounds): PUT/s %.0f vs %.0f (x%.2f, rounds %s), server CPU/op %.1f vs %.1f µs (x%.2f, rounds %s), p50 %.2f vs %.2f ms (x%.2f), p99 %.2f vs %.2f ms (x%.2f), client CPU/op %.1f vs %.1f µs",
+			pre, row.K, row.PutsPerRequest, row.Rounds,
 			row.Candidate.OpsPerSec, row.Baseline.OpsPerSec, row.Ratio.OpsPerSec, fmtRatios(row.RoundOpsRatio),
 			row.Candidate.ServerCPUPerOpUS, row.Baseline.ServerCPUPerOpUS, row.Ratio.ServerCPUPerOpUS, fmtRatios(row.RoundCPURatio),
 			row.Candidate.P50Ms, row.Baseline.P50Ms, row.Ratio.P50Ms,
@@ -134,6 +140,9 @@ func abWrites(ctx context.Context, fl *fleet, smp *sampler, o options, rep *repo
 }
 
 func sideOf(ws []writeResult) abSide {
+	if len(ws) == 0 {
+		return abSide{}
+	}
 	med := func(f func(writeResult) float64) float64 {
 		v := make([]float64, len(ws))
 		for i, w := range ws {

@@ -135,7 +135,9 @@ func (r *replica) alive() bool {
 	}
 }
 
-// cluster is three replicas of shard 1 in fresh directories.
+// cluster is three keeld processes in fresh directories, each hosting a
+// replica of every shard (--shards N in the fleet's args; shard 1 alone
+// without it).
 type cluster struct {
 	f    *fleet
 	name string
@@ -293,7 +295,11 @@ type status struct {
 	LogLastIndex  uint64 `json:"log_last_index"`
 	Keys          uint64 `json:"keys"`
 	Bytes         uint64 `json:"bytes"`
-	Raw           map[string]any
+	// Shards lists every shard the process hosts (keeld with --shards);
+	// the top-level fields above describe the first. Read it through
+	// shardList, which also covers a keeld that has no such list.
+	Shards []shardStatus `json:"shards"`
+	Raw    map[string]any
 }
 
 // firstIndex is the first Raft index r still holds: raft_log.first_index
@@ -327,10 +333,16 @@ func (c *cluster) status(ctx context.Context, r *replica) (status, error) {
 	if resp.StatusCode != http.StatusOK {
 		return st, fmt.Errorf("%w: /status on replica %d: %d", errHTTP, r.id, resp.StatusCode)
 	}
+	return parseStatus(body)
+}
+
+// parseStatus decodes a /status answer.
+func parseStatus(body []byte) (status, error) {
+	var st status
 	if err := json.Unmarshal(body, &st); err != nil {
 		return st, err
 	}
-	err = json.Unmarshal(body, &st.Raw)
+	err := json.Unmarshal(body, &st.Raw)
 	return st, err
 }
 

@@ -27,12 +27,32 @@
 // directories (a received snapshot stream, staged before install) are
 // counted apart from the Raft log.
 //
+// # Many shards
+//
+// With --shards N in -keeld-args every process hosts a replica of each
+// shard, and the phases wait for all of them (shards.go, catchup.go,
+// restart.go): catch-up stops the process leading the fewest shards,
+// writes until every shard's leader has compacted its log past it (each
+// round m keys per shard, -catchup-keys, then a snapshot of every shard),
+// restarts it and times until every shard on it has applied its leader's
+// index; it fails unless every shard installed a snapshot. Restart times
+// until every shard answers a linearizable GET (one probe key per shard,
+// by keeld's key rule), after restarting all three processes or one.
+//
 // # A/B runs
 //
 // -keeld-base PATH runs the write phase for the candidate keeld (-keeld, or
 // the one built) and the baseline alternately, -rounds times (A,B then
 // B,A), and reports each figure's ratio candidate/baseline (ab.go). -rate
 // paces the puts so both builds see the same load.
+//
+// -shards-list 1,4,16 runs, for each count N, keeld with --shards N: the
+// write runs at every -k, then per binary and round a recovery run on a
+// fresh cluster (fill -restart-small-mb, catch-up of one process, restart
+// of one process and of all three), candidate and baseline alternating
+// when -keeld-base is given; shards_rows in the JSON holds each N's
+// medians and ratios (matrix.go). `make bench-cluster-shards` runs it
+// against a keeld built from BASE_REF (default main).
 //
 // # Load client
 //

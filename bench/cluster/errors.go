@@ -14,4 +14,8 @@ var (
 	// errProcess is returned when a keeld process cannot be started or
 	// exits early.
 	errProcess = errors.New("keeld process")
+	// errNoSnapshot is returned when a follower left behind the compacted
+	// log caught up without installing a snapshot of some shard: the
+	// catch-up then timed log replay, not a snapshot.
+	errNoSnapshot = errors.New("no snapshot installed")
 )

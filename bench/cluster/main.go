@@ -27,6 +27,7 @@ type options struct {
 	Keeld          string        `json:"keeld"`
 	KeeldBase      string        `json:"keeld_base,omitempty"`
 	Rounds         int           `json:"rounds,omitempty"`
+	ShardsList     []int         `json:"shards_list,omitempty"`
 	Client         string        `json:"client"`
 	Target         string        `json:"target"`
 	KeeldEnv       string        `json:"keeld_env,omitempty"`
@@ -61,14 +62,15 @@ func (o options) runs(p string) bool { return slices.Contains(o.Phases, p) }
 
 func parseOptions(args []string) (options, error) {
 	var o options
-	var ks string
+	var ks, shardsList string
 	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
 	fs.StringVar(&o.Out, "out", "bench/results", "directory for cluster.json and the charts")
 	fs.BoolVar(&o.Quick, "quick", false, "a run of under a minute: tiny N, one K, a small kept log window, no large restart")
 	fs.StringVar(&o.Keeld, "keeld", "", "keeld binary (default: build ./tools/keeld once into the temp dir)")
 	fs.StringVar(&o.KeeldArgs, "keeld-args", "", "extra keeld flags, space separated")
-	fs.StringVar(&o.KeeldBase, "keeld-base", "", "a baseline keeld binary: the write runs alternate it with -keeld (A,B then B,A), -rounds times, and report each figure's ratio candidate/baseline (ab in the JSON); under-load and catch-up are skipped")
+	fs.StringVar(&o.KeeldBase, "keeld-base", "", "a baseline keeld binary: the write runs alternate it with -keeld (A,B then B,A), -rounds times, and report each figure's ratio candidate/baseline (ab in the JSON); under-load and catch-up are skipped, except with -shards-list, where catch-up and restart alternate too")
 	fs.IntVar(&o.Rounds, "rounds", 2, "A/B rounds with -keeld-base")
+	fs.StringVar(&shardsList, "shards-list", "", "shard counts, comma separated (e.g. 1,4,16): for each, keeld runs with --shards N and the write (every -k), catch-up and restart phases run, alternating with -keeld-base when given (shards_rows in the JSON); snapshot-under-load and the batched write run are skipped")
 	fs.StringVar(&o.Client, "client", "raw", "load client: raw (one hand-written HTTP/1.1 keep-alive connection per writer) or std (net/http)")
 	fs.StringVar(&o.Target, "target", "all", "write runs send to: all (writer w to replica w mod 3, round-robin over the members) or leader (every put to the leader)")
 	fs.Float64Var(&o.Rate, "rate", 0, "pace write runs at this many puts/s in all (0: closed loop, as fast as K clients go); with -keeld-base, paced runs compare CPU per put at equal load")
@@ -76,7 +78,7 @@ func parseOptions(args []string) (options, error) {
 	fs.StringVar(&o.TmpDir, "tmp", os.TempDir(), "where the replicas' fresh directories go (the limits are measured here too)")
 	fs.Int64Var(&o.N, "n", 200_000, "keys per write run")
 	fs.StringVar(&ks, "k", "16,256", "concurrent clients per write run, comma separated")
-	fs.Int64Var(&o.CatchUpKeys, "catchup-keys", 60_000, "keys written per round while a follower is down (must pass keeld's kept log window)")
+	fs.Int64Var(&o.CatchUpKeys, "catchup-keys", 60_000, "keys written per shard and round while a follower process is down (must pass keeld's kept log window, --log-keep-entries)")
 	fs.BoolVar(&o.UnderLoad, "under-load", true, "run snapshot-under-load")
 	fs.IntVar(&o.UnderLoadK, "under-load-k", 16, "K for snapshot-under-load (compared with the write run at this K)")
 	fs.Int64Var(&o.SmallMB, "restart-small-mb", 10, "user data for the small restart, MB")
@@ -92,7 +94,8 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.TxnBatch, "txn-batch", 64, "puts per POST /txn in the extra write run that batches requests (0 skips it)")
 	fs.IntVar(&o.TxnK, "txn-k", 16, "K for the batched write run")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "phases to run, comma separated")
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if err != nil {
 		return o, err
 	}
 	set := map[string]bool{}
@@ -120,6 +123,12 @@ func parseOptions(args []string) (options, error) {
 			return o, fmt.Errorf("-k: %q is not a number from 1 to 4096", s)
 		}
 		o.Ks = append(o.Ks, k)
+	}
+	if o.ShardsList, err = parseShardsList(shardsList); err != nil {
+		return o, err
+	}
+	if len(o.ShardsList) > 0 && setsShards(strings.Fields(o.KeeldArgs)) {
+		return o, errors.New("-shards-list sets --shards per row: leave --shards, --shard-map and --shard-id out of -keeld-args")
 	}
 	for _, p := range strings.Split(*phases, ",") {
 		p = strings.TrimSpace(p)
@@ -246,13 +255,17 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 
-	ab := o.KeeldBase != "" && o.runs("write")
+	matrix := len(o.ShardsList) > 0
+	if matrix {
+		shardsMatrix(ctx, fl, smp, o, rep, fail)
+	}
+	ab := o.KeeldBase != "" && o.runs("write") && !matrix
 	if ab {
-		abWrites(ctx, fl, smp, o, rep, fail)
+		abWrites(ctx, fl, smp, o, rep, fail, "")
 	}
 	catchUpDone := !o.runs("catch-up")
 	for i, k := range o.Ks {
-		if !o.runs("write") || ab {
+		if !o.runs("write") || ab || matrix {
 			break
 		}
 		if ctx.Err() != nil {
@@ -312,7 +325,7 @@ func run(ctx context.Context, o options) error {
 		_ = os.RemoveAll(filepath.Join(root, name))
 	}
 
-	if ctx.Err() == nil && o.runs("write") && !ab && o.TxnBatch > 1 {
+	if ctx.Err() == nil && o.runs("write") && !ab && !matrix && o.TxnBatch > 1 {
 		name := fmt.Sprintf("write-k%d-txn%d", o.TxnK, o.TxnBatch)
 		if c, err := fl.newCluster(ctx, name); err != nil {
 			fail(name, err)
@@ -332,7 +345,7 @@ func run(ctx context.Context, o options) error {
 			_ = os.RemoveAll(filepath.Join(root, name))
 		}
 	}
-	if ctx.Err() == nil && o.runs("restart") {
+	if ctx.Err() == nil && o.runs("restart") && !matrix {
 		restartPhase(ctx, fl, smp, o, rep, fail)
 	}
 
@@ -369,7 +382,6 @@ func restartPhase(ctx context.Context, fl *fleet, smp *sampler, o options, rep *
 		return
 	}
 	defer func() { c.stopAll(false); _ = os.RemoveAll(filepath.Join(fl.root, "restart")) }()
-	probe := key('r', 0)
 	var user uint64
 	sizes := []struct {
 		label, phase string
@@ -390,7 +402,7 @@ func restartPhase(ctx context.Context, fl *fleet, smp *sampler, o options, rep *
 		logf("restart: filled at %.1f MB/s", lr.MBPerSec)
 		user += uint64(lr.Ops) * uint64(o.FillValue+16)
 		smp.set(c, "restart-"+s.phase)
-		r, err := restartTimes(ctx, c, s.label, o.RestartRuns, probe, user)
+		r, err := restartTimes(ctx, c, s.label, o.RestartRuns, user)
 		if err != nil {
 			fail("restart-"+s.label, err)
 			return

@@ -24,10 +24,13 @@ type report struct {
 	// WriteTxn are write runs with many puts per request (POST /txn): what
 	// Keel does when HTTP's per-request cost is shared. Not used for the
 	// targets, which are per PUT.
-	WriteTxn []writeResult    `json:"write_txn,omitempty"`
-	Under    *underLoadResult `json:"snapshot_under_load,omitempty"`
-	CatchUp  *catchUpResult   `json:"catch_up,omitempty"`
-	Restart  []restartResult  `json:"restart"`
+	WriteTxn []writeResult `json:"write_txn,omitempty"`
+	// ShardsRows: with -shards-list, every figure per shard count
+	// (matrix.go); the phases' own fields above are then empty.
+	ShardsRows []shardsRow      `json:"shards_rows,omitempty"`
+	Under      *underLoadResult `json:"snapshot_under_load,omitempty"`
+	CatchUp    *catchUpResult   `json:"catch_up,omitempty"`
+	Restart    []restartResult  `json:"restart"`
 	// RestartRatio is the large state's median restart over the small's.
 	RestartRatio float64  `json:"restart_ratio,omitempty"`
 	Disk         diskMem  `json:"disk_and_memory"`
