@@ -66,19 +66,6 @@ func IsStorageFailure(err error) bool {
 // retried: after a failed fsync the kernel may have dropped the dirty pages,
 // so a second fsync that succeeds proves nothing; it goes to h.Fatal.
 //
-// A file's Sync is fdatasync(2) on Linux, not fsync. The ErrorFS below
-// hides the files' Fd, so Pebble v1 (Dragonboat's LogDB) cannot use
-// fdatasync itself on a file it creates, as it does on a file it opens
-// unwrapped: every LogDB WAL Pebble creates (the first after each start)
-// was fsync'd. fdatasync keeps durability exactly: fdatasync(2) flushes
-// the data and "metadata ... needed in order to allow a subsequent data
-// retrieval to be correctly handled", naming "a change to the file size"
-// as such metadata; a WAL that grew by appends (Pebble preallocates only
-// through an Fd, so a created WAL always grows) has its new size and
-// blocks persisted. What fdatasync skips, timestamps, nothing reads back.
-// A new file's directory entry needs a sync of the directory under either
-// call; directories (OpenDir) are not wrapped and keep fsync.
-//
 // The result is a *vfs.ErrorFS (injecting nothing) around the wrapper:
 // Dragonboat's LogDB panics ("invalid fs") on any Expert.FS other than its
 // default, a MemFS or an ErrorFS. Dragonboat then runs in its "error
@@ -195,11 +182,8 @@ func (f *diskFullFile) WriteAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-// Sync makes the file's data durable with fdatasync where the platform
-// has it (syncData), fsync elsewhere; see DiskFullFS for why that is
-// enough.
 func (f *diskFullFile) Sync() error {
-	err := syncData(f.File, f.path)
+	err := f.File.Sync()
 	if IsNoSpace(err) {
 		f.fs.h.Fatal("sync", f.path, err)
 	}

@@ -25,10 +25,9 @@ func (h *fatalRecorder) Fatal(op, path string, _ error) {
 	h.mu.Unlock()
 }
 
-// A file synced through DiskFullFS (fdatasync on Linux) holds what was
-// written; a Sync after Close fails as os.File.Sync does, which it would
-// not if the descriptor's number were used after the file let it go, and
-// is not mistaken for a full disk.
+// A file written and synced through DiskFullFS (created, opened for
+// append, reused) holds what was written; a Sync after Close fails as
+// os.File.Sync does and is not mistaken for a full disk.
 func TestDiskFullFSSync(t *testing.T) {
 	h := &fatalRecorder{}
 	fs := DiskFullFS(vfs.Default, h)
