@@ -49,18 +49,33 @@ const (
 )
 
 // coalesce wraps Dragonboat's TCP transport t so that message batches are
-// sent in one write each; with MutualTLS it returns t.
-func coalesce(nhc config.NodeHostConfig, t raftio.ITransport) raftio.ITransport {
+// sent in one write each and received through a buffer (recvbuffer.go),
+// by handler and chunks, the handlers t was made with; with MutualTLS it
+// returns t.
+func coalesce(nhc config.NodeHostConfig, t raftio.ITransport, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
 	if nhc.MutualTLS {
 		return t
 	}
-	return &coalescingTransport{ITransport: t}
+	return &coalescingTransport{ITransport: t, addr: nhc.GetListenAddress(), recv: newBufferedReceiver(handler, chunks)}
 }
 
-// coalescingTransport is Dragonboat's TCP transport with GetConnection
-// replaced. It holds no state of its own.
+// coalescingTransport is Dragonboat's TCP transport with GetConnection,
+// Start and Close replaced: Dragonboat's transport never listens (its Start
+// is not called); recv serves addr instead.
 type coalescingTransport struct {
 	raftio.ITransport
+	addr string
+	recv *bufferedReceiver
+}
+
+// Start listens for peers' message batches and snapshot chunks.
+func (t *coalescingTransport) Start() error { return t.recv.start(t.addr) }
+
+// Close stops the listener and its connections, then Dragonboat's
+// transport (its snapshot senders).
+func (t *coalescingTransport) Close() error {
+	t.recv.stop()
+	return t.ITransport.Close()
 }
 
 // GetConnection dials target as Dragonboat's getConnection does (linger 0,
