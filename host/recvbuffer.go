@@ -54,8 +54,10 @@ const (
 var errWireFrame = errors.New("keel: bad raft message frame")
 
 // bufferedReceiver is the listener side of a coalescingTransport. It is
-// started once; stop closes the listener and every connection and waits for
-// their goroutines.
+// started at most once; stop closes stopc (which stops the listener) and
+// every connection and waits for their goroutines, and may come without a
+// start. Each connection has one goroutine, so the handlers see one
+// connection's messages in order, as with Dragonboat's receiver.
 type bufferedReceiver struct {
 	handler raftio.MessageHandler
 	chunks  raftio.ChunkHandler
