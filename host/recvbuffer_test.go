@@ -194,8 +194,10 @@ func TestBufferedReceiverBadFrames(t *testing.T) {
 }
 
 // TestBufferedReceiverStop: stop closes idle and half-sent connections and
-// returns; the port no longer accepts.
+// returns; the port no longer accepts. A receiver never started stops too
+// (Dragonboat may close a transport whose Start failed).
 func TestBufferedReceiverStop(t *testing.T) {
+	newBufferedReceiver(nil, nil).stop()
 	u := startReceiver(t)
 	idle := u.dial(t)
 	half := u.dial(t)
