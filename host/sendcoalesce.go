@@ -24,13 +24,13 @@ import (
 // replicate to each follower, each follower's ack), so at K = 16 writers
 // the transport's send and receive were 25-30% of each keeld's CPU.
 //
-// coalescingTransport keeps Dragonboat's transport for everything (its
-// listener and receive path, snapshot streams, Name, Start, Close) and
-// replaces only the connection that sends message batches: the same
-// bytes, built in one buffer and written with one Write. The receiver
-// cannot tell the difference (TestCoalescedBatchBytes compares the two
-// byte for byte). With MutualTLS the transport is left as it is: its
-// connection setup (handshake, certificates) stays Dragonboat's.
+// coalescingTransport keeps Dragonboat's transport for sending snapshot
+// streams and for Name, and replaces the connection that sends message
+// batches: the same bytes, built in one buffer and written with one Write.
+// A receiver cannot tell the difference (TestCoalescedBatchBytes compares
+// the two byte for byte). It also replaces the receive side, Start and
+// Close (recvbuffer.go). With MutualTLS the transport is left as it is:
+// its connection setup (handshake, certificates) stays Dragonboat's.
 
 // Dragonboat's wire constants for a message batch (internal/transport/tcp.go
 // at the version in go.mod).
