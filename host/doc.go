@@ -28,7 +28,11 @@
 //     being received (snapstream.go; without it the leader streamed the
 //     whole image a second time), and its message connections outlive a
 //     peer's outage so a restarted peer hears from this host within 50 ms,
-//     not after Dragonboat's circuit breaker backoff (redial.go).
+//     not after Dragonboat's circuit breaker backoff (redial.go). Without
+//     MutualTLS the transport sends each message batch in one write
+//     (sendcoalesce.go) and listens itself, reading batches and snapshot
+//     chunks through a buffer (recvbuffer.go); both keep Dragonboat's wire
+//     format.
 //     DeploymentID (deployment.go) derives a deployment ID from a cluster
 //     name; neither authenticates peers.
 //   - Member-list parsing (members.go) and slog routing for Dragonboat's

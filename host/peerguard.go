@@ -211,9 +211,11 @@ func dragonboatTCP(config.NodeHostConfig, raftio.MessageHandler, raftio.ChunkHan
 // (redial.go).
 func (g *PeerGuard) Create(nhc config.NodeHostConfig, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
 	g.deploymentID.Store(nhc.GetDeploymentID())
-	// coalesce: message batches go out in one write (sendcoalesce.go);
+	// coalesce: message batches go out in one write (sendcoalesce.go)
+	// and come in through a buffer (recvbuffer.go);
 	// redial: a message connection outlives its peer's outage (redial.go).
-	return newRedialTransport(coalesce(nhc, dragonboatTCP(nhc, func(b pb.MessageBatch) { g.handle(handler, b) }, g.streams.wrap(chunks))))
+	guarded, streams := func(b pb.MessageBatch) { g.handle(handler, b) }, g.streams.wrap(chunks)
+	return newRedialTransport(coalesce(nhc, dragonboatTCP(nhc, guarded, streams), guarded, streams))
 }
 
 // Validate is config.TransportFactory's address check, the one Dragonboat

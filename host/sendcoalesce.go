@@ -24,13 +24,13 @@ import (
 // replicate to each follower, each follower's ack), so at K = 16 writers
 // the transport's send and receive were 25-30% of each keeld's CPU.
 //
-// coalescingTransport keeps Dragonboat's transport for everything (its
-// listener and receive path, snapshot streams, Name, Start, Close) and
-// replaces only the connection that sends message batches: the same
-// bytes, built in one buffer and written with one Write. The receiver
-// cannot tell the difference (TestCoalescedBatchBytes compares the two
-// byte for byte). With MutualTLS the transport is left as it is: its
-// connection setup (handshake, certificates) stays Dragonboat's.
+// coalescingTransport keeps Dragonboat's transport for sending snapshot
+// streams and for Name, and replaces the connection that sends message
+// batches: the same bytes, built in one buffer and written with one Write.
+// A receiver cannot tell the difference (TestCoalescedBatchBytes compares
+// the two byte for byte). It also replaces the receive side, Start and
+// Close (recvbuffer.go). With MutualTLS the transport is left as it is:
+// its connection setup (handshake, certificates) stays Dragonboat's.
 
 // Dragonboat's wire constants for a message batch (internal/transport/tcp.go
 // at the version in go.mod).
@@ -49,18 +49,33 @@ const (
 )
 
 // coalesce wraps Dragonboat's TCP transport t so that message batches are
-// sent in one write each; with MutualTLS it returns t.
-func coalesce(nhc config.NodeHostConfig, t raftio.ITransport) raftio.ITransport {
+// sent in one write each and received through a buffer (recvbuffer.go),
+// by handler and chunks, the handlers t was made with; with MutualTLS it
+// returns t.
+func coalesce(nhc config.NodeHostConfig, t raftio.ITransport, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
 	if nhc.MutualTLS {
 		return t
 	}
-	return &coalescingTransport{ITransport: t}
+	return &coalescingTransport{ITransport: t, addr: nhc.GetListenAddress(), recv: newBufferedReceiver(handler, chunks)}
 }
 
-// coalescingTransport is Dragonboat's TCP transport with GetConnection
-// replaced. It holds no state of its own.
+// coalescingTransport is Dragonboat's TCP transport with GetConnection,
+// Start and Close replaced: Dragonboat's transport never listens (its Start
+// is not called); recv serves addr instead.
 type coalescingTransport struct {
 	raftio.ITransport
+	addr string
+	recv *bufferedReceiver
+}
+
+// Start listens for peers' message batches and snapshot chunks.
+func (t *coalescingTransport) Start() error { return t.recv.start(t.addr) }
+
+// Close stops the listener and its connections, then Dragonboat's
+// transport (its snapshot senders).
+func (t *coalescingTransport) Close() error {
+	t.recv.stop()
+	return t.ITransport.Close()
 }
 
 // GetConnection dials target as Dragonboat's getConnection does (linger 0,
