@@ -79,8 +79,8 @@ type childArgs struct {
 	// RTTMillis is the NodeHost's RTTMillisecond; 0 means host.RTTMillisecond.
 	RTTMillis int
 	// Profile, when set, is a directory for a heap profile after steady's
-	// writes, a CPU profile of its idle window and one of the first
-	// restart.
+	// writes and one at the end of the load window, a CPU profile of
+	// steady's idle window and one of the first restart.
 	Profile string
 }
 
@@ -173,6 +173,10 @@ type loadResult struct {
 	MemTableBudget        int64  `json:"memtable_budget,omitempty"`
 	BudgetFlushes         uint64 `json:"budget_flushes,omitempty"`
 	Samples               int    `json:"samples"`
+	// AtPeak is where the memory was at the sample with the largest RSS:
+	// the Go runtime's share of it and the rest (C allocations: Pebble's
+	// memtable arenas and block cache with cgo, glibc's heap).
+	AtPeak *goMem `json:"at_peak,omitempty"`
 }
 
 // maxErrorKinds bounds loadResult.ErrorKinds.
@@ -285,6 +289,26 @@ func startProfiles(a childArgs) (func(), error) {
 		return nil, err
 	}
 	return startCPUProfile(a, "idle")
+}
+
+// writeHeapProfile writes a heap profile into a.Profile (nothing when it
+// is empty), named after the moment it shows.
+func writeHeapProfile(a childArgs, what string) error {
+	if a.Profile == "" {
+		return nil
+	}
+	if err := os.MkdirAll(a.Profile, 0o755); err != nil {
+		return err
+	}
+	hf, err := os.Create(filepath.Join(a.Profile, fmt.Sprintf("%s-%d-%s.heap.pprof", a.Kind, a.Shards, what)))
+	if err != nil {
+		return err
+	}
+	err = pprof.Lookup("heap").WriteTo(hf, 0)
+	if cerr := hf.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // startCPUProfile starts a CPU profile into a.Profile named after what it
@@ -476,8 +500,11 @@ func load(ctx context.Context, a childArgs, res *childResult) error {
 		lr.MemTableBudget = sh.Stats().MemTableBudget
 	}
 	sample := func() {
-		if rss, _, err := selfMem(); err == nil {
-			lr.RSSPeakBytes = max(lr.RSSPeakBytes, rss)
+		if rss, _, err := selfMem(); err == nil && rss > lr.RSSPeakBytes {
+			if rss > lr.RSSPeakBytes+8<<20 || lr.AtPeak == nil {
+				lr.AtPeak = readGoMem()
+			}
+			lr.RSSPeakBytes = rss
 		}
 		if sh != nil {
 			st := sh.Stats()
@@ -541,6 +568,9 @@ func load(ctx context.Context, a childArgs, res *childResult) error {
 	}
 	wg.Wait()
 	lr.Seconds = time.Since(w0).Seconds()
+	if err := writeHeapProfile(a, "load"); err != nil {
+		return err
+	}
 	<-sdone
 	sample()
 	lr.Writes, lr.Errors = writes.Load(), errs.Load()

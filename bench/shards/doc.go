@@ -46,7 +46,11 @@
 //     written in steady returns its value on every shard; -restart-runs
 //     times, the first in the fresh process.
 //   - load: on a fresh directory, one writer per shard for -load; VmRSS
-//     and engine.Shared's memtable counters sampled every 100 ms.
+//     and engine.Shared's memtable counters sampled every 100 ms. At the
+//     RSS peak, where the memory is (load.at_peak): the Go heap's live
+//     size and goal (runtime/metrics) and resident memory inside and
+//     outside the Go heap's mappings (/proc/self/smaps); with -profile, a
+//     heap profile at the end of the window.
 //
 // # Output
 //
