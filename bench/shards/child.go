@@ -173,10 +173,13 @@ type loadResult struct {
 	MemTableBudget        int64  `json:"memtable_budget,omitempty"`
 	BudgetFlushes         uint64 `json:"budget_flushes,omitempty"`
 	Samples               int    `json:"samples"`
-	// AtPeak is where the memory was at the sample with the largest RSS:
-	// the Go runtime's share of it and the rest (C allocations: Pebble's
-	// memtable arenas and block cache with cgo, glibc's heap).
+	// AtPeak is the Go heap at the sample with the largest RSS.
 	AtPeak *goMem `json:"at_peak,omitempty"`
+	// AllocBytes is what the process allocated on the Go heap during the
+	// window and GCCycles the collections that ended in it: with no GC in
+	// the window, all of it that was written is still resident.
+	AllocBytes uint64 `json:"alloc_bytes"`
+	GCCycles   uint64 `json:"gc_cycles"`
 }
 
 // maxErrorKinds bounds loadResult.ErrorKinds.
@@ -501,10 +504,8 @@ func load(ctx context.Context, a childArgs, res *childResult) error {
 	}
 	sample := func() {
 		if rss, _, err := selfMem(); err == nil && rss > lr.RSSPeakBytes {
-			if rss > lr.RSSPeakBytes+8<<20 || lr.AtPeak == nil {
-				lr.AtPeak = readGoMem()
-			}
 			lr.RSSPeakBytes = rss
+			lr.AtPeak = readGoMem()
 		}
 		if sh != nil {
 			st := sh.Stats()
@@ -545,6 +546,7 @@ func load(ctx context.Context, a childArgs, res *childResult) error {
 		lr.ErrorKinds[msg]++
 	}
 	var wg sync.WaitGroup
+	a0 := readAllocs()
 	w0 := time.Now()
 	for s := 1; s <= a.Shards; s++ {
 		wg.Add(1)
@@ -575,6 +577,8 @@ func load(ctx context.Context, a childArgs, res *childResult) error {
 	sample()
 	lr.Writes, lr.Errors = writes.Load(), errs.Load()
 	lr.WritesPerSec = float64(lr.Writes) / lr.Seconds
+	a1 := readAllocs()
+	lr.AllocBytes, lr.GCCycles = a1.bytes-a0.bytes, a1.cycles-a0.cycles
 	if _, hwm, err := selfMem(); err == nil {
 		lr.HWMBytes = hwm
 	}

@@ -47,10 +47,9 @@
 //     times, the first in the fresh process.
 //   - load: on a fresh directory, one writer per shard for -load; VmRSS
 //     and engine.Shared's memtable counters sampled every 100 ms. At the
-//     RSS peak, where the memory is (load.at_peak): the Go heap's live
-//     size and goal (runtime/metrics) and resident memory inside and
-//     outside the Go heap's mappings (/proc/self/smaps); with -profile, a
-//     heap profile at the end of the window.
+//     RSS peak, the Go heap's live size, goal and objects (load.at_peak,
+//     from runtime/metrics); over the window, bytes allocated and GC
+//     cycles; with -profile, a heap profile at the end of the window.
 //
 // # Output
 //

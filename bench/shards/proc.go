@@ -10,7 +10,6 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"strings"
-	"unsafe"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/self/stat.
@@ -169,58 +168,6 @@ type goMem struct {
 	// heap grows to twice it before the next GC, so every live byte can
 	// cost a second one of resident garbage.
 	LiveHeap uint64 `json:"live_heap"`
-	// HeapArenaRSS is the resident anonymous memory of the mappings in
-	// the Go heap's address range (/proc/self/smaps); OtherRSS the rest
-	// (C allocations: Pebble's memtable arenas and block cache, glibc's
-	// heap; runtime metadata).
-	HeapArenaRSS uint64 `json:"heap_arena_rss"`
-	OtherRSS     uint64 `json:"other_rss"`
-}
-
-// heapProbe is a heap object whose address locates the Go heap: the
-// runtime maps its arenas upward from a (randomized) base, so every heap
-// mapping lies within heapSpan of it, far from where C's mmaps go.
-var heapProbe = new([64]byte)
-
-const heapSpan = 1 << 36
-
-// smapsSplit sums resident anonymous memory over /proc/self/smaps inside
-// and outside the Go heap's address range.
-func smapsSplit() (heap, other uint64) {
-	b, err := os.ReadFile("/proc/self/smaps")
-	if err != nil {
-		return 0, 0
-	}
-	probe := uint64(uintptr(unsafe.Pointer(heapProbe)))
-	return parseSmapsSplit(b, probe-min(probe, heapSpan), probe+heapSpan)
-}
-
-// parseSmapsSplit sums the Anonymous lines of smaps text b, split by
-// whether their mapping starts in [lo, hi).
-func parseSmapsSplit(b []byte, lo, hi uint64) (in, out uint64) {
-	var inHeap bool
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 0 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
-			start, _, _ := strings.Cut(f[0], "-")
-			a, err := strconv.ParseUint(start, 16, 64)
-			inHeap = err == nil && a >= lo && a < hi
-			continue
-		}
-		// Anonymous, not Rss: Rss also counts the zero page mapped where
-		// the GC has read heap pages nothing ever wrote.
-		if rest, ok := strings.CutPrefix(line, "Anonymous:"); ok {
-			f := strings.Fields(rest)
-			if len(f) == 2 {
-				v, _ := strconv.ParseUint(f[0], 10, 64)
-				if inHeap {
-					in += v << 10
-				} else {
-					out += v << 10
-				}
-			}
-		}
-	}
-	return in, out
 }
 
 var goMemNames = []string{
@@ -231,7 +178,7 @@ var goMemNames = []string{
 	"/gc/heap/live:bytes",
 }
 
-// readGoMem reads the Go runtime's memory and the smaps split.
+// readGoMem reads the Go runtime's memory.
 func readGoMem() *goMem {
 	s := make([]metrics.Sample, len(goMemNames))
 	for i, n := range goMemNames {
@@ -245,6 +192,21 @@ func readGoMem() *goMem {
 		return s[i].Value.Uint64()
 	}
 	g := &goMem{GoMapped: v(0) - v(1), HeapObjects: v(2), HeapGoal: v(3), LiveHeap: v(4)}
-	g.HeapArenaRSS, g.OtherRSS = smapsSplit()
 	return g
+}
+
+// allocs is the Go heap's cumulative allocation and GC count.
+type allocs struct{ bytes, cycles uint64 }
+
+func readAllocs() allocs {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	var a allocs
+	if s[0].Value.Kind() == metrics.KindUint64 {
+		a.bytes = s[0].Value.Uint64()
+	}
+	if s[1].Value.Kind() == metrics.KindUint64 {
+		a.cycles = s[1].Value.Uint64()
+	}
+	return a
 }

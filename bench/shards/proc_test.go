@@ -5,7 +5,6 @@ package main
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 )
 
@@ -76,35 +75,5 @@ func TestOpenFilesCountsByKind(t *testing.T) {
 	}
 	if k1["proc"] != 0 {
 		t.Fatalf("the listing's own descriptor was counted: %v", k1)
-	}
-}
-
-// TestSmapsSplitFindsGoHeap: a Go allocation written whole shows up on the
-// heap side of the split, not on the C side.
-func TestSmapsSplitFindsGoHeap(t *testing.T) {
-	heap0, other0 := smapsSplit()
-	if heap0 == 0 {
-		t.Fatal("no resident Go heap found in /proc/self/smaps")
-	}
-	buf := make([]byte, 64<<20)
-	for i := range buf {
-		buf[i] = byte(i)
-	}
-	heap1, other1 := smapsSplit()
-	if heap1 < heap0+60<<20 {
-		t.Fatalf("Go heap resident %d -> %d after writing 64 MiB", heap0, heap1)
-	}
-	if other1 > other0+16<<20 {
-		t.Fatalf("non-Go resident %d -> %d after writing 64 MiB of Go heap", other0, other1)
-	}
-	runtime.KeepAlive(buf)
-}
-
-func TestParseSmapsSplit(t *testing.T) {
-	smaps := "c000000000-c004000000 rw-p 00000000 00:00 0 \nRss: 8 kB\nAnonymous:  4096 kB\nVmFlags: rd wr\n" +
-		"7f0000000000-7f0000100000 rw-p 00000000 00:00 0 \nAnonymous:  1024 kB\n"
-	in, out := parseSmapsSplit([]byte(smaps), 0xc000000000, 0xd000000000)
-	if in != 4<<20 || out != 1<<20 {
-		t.Fatalf("in %d out %d, want 4 MiB and 1 MiB", in, out)
 	}
 }
