@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -78,6 +79,9 @@ type childArgs struct {
 	Limit       time.Duration
 	// RTTMillis is the NodeHost's RTTMillisecond; 0 means host.RTTMillisecond.
 	RTTMillis int
+	// GoMemoryLimit is the Go memory limit in MiB the child sets, 0 for
+	// none (or when GOMEMLIMIT is set).
+	GoMemoryLimit int64
 	// Profile, when set, is a directory for a heap profile after steady's
 	// writes and one at the end of the load window, a CPU profile of
 	// steady's idle window and one of the first restart.
@@ -92,6 +96,9 @@ type childResult struct {
 	Shards int    `json:"shards"`
 	// RTTMillis is the NodeHost's tick the child ran with.
 	RTTMillis int `json:"rtt_ms,omitempty"`
+	// GoMemoryLimitMiB is the Go memory limit the child ran with, 0 for
+	// none.
+	GoMemoryLimitMiB int64 `json:"go_memory_limit_mib,omitempty"`
 
 	// StartSeconds is host.Open (or NewNodeHost) plus StartReplica of every
 	// shard, before any shard has a leader.
@@ -191,6 +198,14 @@ func runChild(a childArgs) error {
 	ctx, cancel := context.WithTimeout(context.Background(), a.Limit)
 	defer cancel()
 	res := childResult{Phase: a.Phase, Kind: a.Kind, Shards: a.Shards, RTTMillis: a.RTTMillis}
+	// The limit is the process's, as keeld sets it; GOMEMLIMIT wins, as
+	// in keeld.
+	if a.GoMemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(a.GoMemoryLimit << 20)
+	}
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+		res.GoMemoryLimitMiB = l >> 20
+	}
 	var err error
 	switch a.Phase {
 	case phaseSteady:
