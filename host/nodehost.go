@@ -130,6 +130,30 @@ func RTTForShards(shards int) uint64 {
 	return min(rtt, MaxRTTMillisecond)
 }
 
+// GoMemoryLimitMiB is the soft limit on the Go heap (debug.SetMemoryLimit)
+// keeld sets for a process running one replica, and GoMemoryMiBPerShard
+// what it adds for every replica past the first (tools/keeld says how
+// they were measured). Keel itself sets no limit: the Go runtime's
+// settings belong to the process, so a host embedding Keel picks its own.
+const (
+	GoMemoryLimitMiB    = 96
+	GoMemoryMiBPerShard = 2
+)
+
+// GoMemoryLimitForShards is keeld's default Go memory limit in MiB for a
+// process running shards replicas: 2,094 MiB at 1,000. Without a limit
+// the Go heap grows to twice its live size before each collection
+// (GOGC=100), and at many shards the live size is large and mostly never
+// touched (Dragonboat's per-shard queues), so collections come rarely and
+// the garbage of a write load stays resident until they do: measured at
+// 1,000 shards under write load, the limit kept Keel's RSS at the no-op
+// state machine's under the same limit, where without one it was 145-817
+// MiB above, and cost Keel writes/s, its live heap being closer to the
+// limit (bench/README.md).
+func GoMemoryLimitForShards(shards int) int64 {
+	return GoMemoryLimitMiB + GoMemoryMiBPerShard*int64(max(shards-1, 0))
+}
+
 // NodeHostConfig is the NodeHost configuration keeld runs with: the Raft
 // log under nodeHostDir, Keel's LogDB settings, RTTMillisecond, and a new
 // PeerGuard as the transport (PeerGuardOf returns it), so no batch a peer

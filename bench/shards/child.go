@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -78,9 +79,12 @@ type childArgs struct {
 	Limit       time.Duration
 	// RTTMillis is the NodeHost's RTTMillisecond; 0 means host.RTTMillisecond.
 	RTTMillis int
+	// GoMemoryLimit is the Go memory limit in MiB the child sets, 0 for
+	// none (or when GOMEMLIMIT is set).
+	GoMemoryLimit int64
 	// Profile, when set, is a directory for a heap profile after steady's
-	// writes, a CPU profile of its idle window and one of the first
-	// restart.
+	// writes and one at the end of the load window, a CPU profile of
+	// steady's idle window and one of the first restart.
 	Profile string
 }
 
@@ -92,6 +96,9 @@ type childResult struct {
 	Shards int    `json:"shards"`
 	// RTTMillis is the NodeHost's tick the child ran with.
 	RTTMillis int `json:"rtt_ms,omitempty"`
+	// GoMemoryLimitMiB is the Go memory limit the child ran with, 0 for
+	// none.
+	GoMemoryLimitMiB int64 `json:"go_memory_limit_mib,omitempty"`
 
 	// StartSeconds is host.Open (or NewNodeHost) plus StartReplica of every
 	// shard, before any shard has a leader.
@@ -173,6 +180,13 @@ type loadResult struct {
 	MemTableBudget        int64  `json:"memtable_budget,omitempty"`
 	BudgetFlushes         uint64 `json:"budget_flushes,omitempty"`
 	Samples               int    `json:"samples"`
+	// AtPeak is the Go heap at the sample with the largest RSS.
+	AtPeak *goMem `json:"at_peak,omitempty"`
+	// AllocBytes is what the process allocated on the Go heap during the
+	// window and GCCycles the collections that ended in it: with no GC in
+	// the window, all of it that was written is still resident.
+	AllocBytes uint64 `json:"alloc_bytes"`
+	GCCycles   uint64 `json:"gc_cycles"`
 }
 
 // maxErrorKinds bounds loadResult.ErrorKinds.
@@ -184,6 +198,14 @@ func runChild(a childArgs) error {
 	ctx, cancel := context.WithTimeout(context.Background(), a.Limit)
 	defer cancel()
 	res := childResult{Phase: a.Phase, Kind: a.Kind, Shards: a.Shards, RTTMillis: a.RTTMillis}
+	// The limit is the process's, as keeld sets it; GOMEMLIMIT wins, as
+	// in keeld.
+	if a.GoMemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(a.GoMemoryLimit << 20)
+	}
+	if l := debug.SetMemoryLimit(-1); l != math.MaxInt64 {
+		res.GoMemoryLimitMiB = l >> 20
+	}
 	var err error
 	switch a.Phase {
 	case phaseSteady:
@@ -285,6 +307,26 @@ func startProfiles(a childArgs) (func(), error) {
 		return nil, err
 	}
 	return startCPUProfile(a, "idle")
+}
+
+// writeHeapProfile writes a heap profile into a.Profile (nothing when it
+// is empty), named after the moment it shows.
+func writeHeapProfile(a childArgs, what string) error {
+	if a.Profile == "" {
+		return nil
+	}
+	if err := os.MkdirAll(a.Profile, 0o755); err != nil {
+		return err
+	}
+	hf, err := os.Create(filepath.Join(a.Profile, fmt.Sprintf("%s-%d-%s.heap.pprof", a.Kind, a.Shards, what)))
+	if err != nil {
+		return err
+	}
+	err = pprof.Lookup("heap").WriteTo(hf, 0)
+	if cerr := hf.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // startCPUProfile starts a CPU profile into a.Profile named after what it
@@ -476,8 +518,9 @@ func load(ctx context.Context, a childArgs, res *childResult) error {
 		lr.MemTableBudget = sh.Stats().MemTableBudget
 	}
 	sample := func() {
-		if rss, _, err := selfMem(); err == nil {
-			lr.RSSPeakBytes = max(lr.RSSPeakBytes, rss)
+		if rss, _, err := selfMem(); err == nil && rss > lr.RSSPeakBytes {
+			lr.RSSPeakBytes = rss
+			lr.AtPeak = readGoMem()
 		}
 		if sh != nil {
 			st := sh.Stats()
@@ -518,6 +561,7 @@ func load(ctx context.Context, a childArgs, res *childResult) error {
 		lr.ErrorKinds[msg]++
 	}
 	var wg sync.WaitGroup
+	a0 := readAllocs()
 	w0 := time.Now()
 	for s := 1; s <= a.Shards; s++ {
 		wg.Add(1)
@@ -541,10 +585,15 @@ func load(ctx context.Context, a childArgs, res *childResult) error {
 	}
 	wg.Wait()
 	lr.Seconds = time.Since(w0).Seconds()
+	if err := writeHeapProfile(a, "load"); err != nil {
+		return err
+	}
 	<-sdone
 	sample()
 	lr.Writes, lr.Errors = writes.Load(), errs.Load()
 	lr.WritesPerSec = float64(lr.Writes) / lr.Seconds
+	a1 := readAllocs()
+	lr.AllocBytes, lr.GCCycles = a1.bytes-a0.bytes, a1.cycles-a0.cycles
 	if _, hwm, err := selfMem(); err == nil {
 		lr.HWMBytes = hwm
 	}

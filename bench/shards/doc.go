@@ -14,7 +14,12 @@
 // kind: by default host.RTTForShards of the shard count, as keeld sets it
 // (20 ms up to 100 shards, 200 ms at 1,000), or -rtt-ms for all counts. It
 // is set through host.Options.Configure, so the harness also builds
-// against older Keel trees for an A/B. -settle defaults to 1.5x the
+// against older Keel trees for an A/B. Each child also sets keeld's Go
+// memory limit for its shard count (host.GoMemoryLimitForShards: 2,094
+// MiB at 1,000), every kind alike; -go-memory-limit none runs without one,
+// as a host embedding Keel does unless it sets one (GOMEMLIMIT overrides
+// both). Without it the load phase's RSS is mostly Go garbage waiting
+// for a collection (bench/README.md). -settle defaults to 1.5x the
 // quiesce threshold (100 ticks) when that is longer than 4 s. -phases runs
 // a subset of the phases below (restart needs steady).
 //
@@ -46,7 +51,10 @@
 //     written in steady returns its value on every shard; -restart-runs
 //     times, the first in the fresh process.
 //   - load: on a fresh directory, one writer per shard for -load; VmRSS
-//     and engine.Shared's memtable counters sampled every 100 ms.
+//     and engine.Shared's memtable counters sampled every 100 ms. At the
+//     RSS peak, the Go heap's live size, goal and objects (load.at_peak,
+//     from runtime/metrics); over the window, bytes allocated and GC
+//     cycles; with -profile, a heap profile at the end of the window.
 //
 // # Output
 //

@@ -45,7 +45,11 @@ type options struct {
 	// does. Phases are the phases run, in order.
 	RTTMillis int      `json:"rtt_ms"`
 	Phases    []string `json:"phases"`
-	Replot    string   `json:"-"`
+	// GoMemoryLimit is each child's Go memory limit in MiB: goMemKeeld
+	// (the default) for host.GoMemoryLimitForShards of its shard count,
+	// as keeld sets it, 0 for none. Every kind gets the same.
+	GoMemoryLimit int64  `json:"go_memory_limit_mib"`
+	Replot        string `json:"-"`
 	// settleSet is true when -settle was given: it then holds at every
 	// tick; otherwise childSettle derives it from the tick.
 	settleSet bool
@@ -69,8 +73,10 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.RestartRuns, "restart-runs", 3, "restarts per child (the first in a fresh process; the median is reported)")
 	fs.IntVar(&o.Workers, "workers", 64, "goroutines writing and reading shards in steady and restart")
 	fs.DurationVar(&o.ChildLimit, "child-limit", 10*time.Minute, "time bound of one child process")
-	fs.StringVar(&o.Profile, "profile", "", "directory for profiles: heap after steady's writes, CPU of the idle window and of the first restart (KIND-N-*.pprof)")
+	fs.StringVar(&o.Profile, "profile", "", "directory for profiles: heap after steady's writes and at the end of the load window, CPU of the idle window and of the first restart (KIND-N-*.pprof)")
 	fs.IntVar(&o.RTTMillis, "rtt-ms", 0, "the NodeHost's RTTMillisecond (Dragonboat's tick) for every kind; 0: host.RTTForShards of each shard count, as keeld does (20 ms up to 100 shards, 200 ms at 1,000). -settle defaults to 1.5x the quiesce threshold (100 ticks) when that is longer than 4 s")
+	var memLimit string
+	fs.StringVar(&memLimit, "go-memory-limit", "keeld", "each child's Go memory limit (debug.SetMemoryLimit), the same for every kind: keeld (host.GoMemoryLimitForShards of the shard count, as keeld sets it: 2,094 MiB at 1,000), none, or MiB; GOMEMLIMIT in the environment overrides it")
 	fs.StringVar(&phases, "phases", strings.Join(allPhases, ","), "phases to run (steady, restart, load); restart needs steady")
 	fs.StringVar(&o.Replot, "replot", "", "only redraw the charts of this shards.json into its directory")
 	// The child's flags: set by the parent only.
@@ -101,6 +107,17 @@ func parseOptions(args []string) (options, error) {
 		return o, fmt.Errorf("-rtt-ms: %d is not from 0 to 10000", o.RTTMillis)
 	}
 	o.settleSet = set["settle"]
+	switch memLimit {
+	case "keeld":
+		o.GoMemoryLimit = goMemKeeld
+	case "none":
+	default:
+		mib, err := strconv.ParseInt(memLimit, 10, 64)
+		if err != nil || mib < 1 || mib > 1<<30 {
+			return o, fmt.Errorf("-go-memory-limit: %q is not keeld, none or a number of MiB", memLimit)
+		}
+		o.GoMemoryLimit = mib
+	}
 	for _, p := range strings.Split(phases, ",") {
 		p = strings.TrimSpace(p)
 		if !slices.Contains(allPhases, p) {
@@ -143,8 +160,30 @@ func parseOptions(args []string) (options, error) {
 		if c.RTTMillis == 0 {
 			c.RTTMillis = o.rtt(c.Shards)
 		}
+		c.GoMemoryLimit = o.goMemoryLimit(c.Shards)
 	}
 	return o, nil
+}
+
+// goMemKeeld stands for host.GoMemoryLimitForShards in
+// options.GoMemoryLimit.
+const goMemKeeld = -1
+
+// goMemoryLimit is the Go memory limit in MiB of a child at shards, 0 for
+// none.
+func (o options) goMemoryLimit(shards int) int64 {
+	if o.GoMemoryLimit == goMemKeeld {
+		return host.GoMemoryLimitForShards(shards)
+	}
+	return o.GoMemoryLimit
+}
+
+// childMemLimitArg is -go-memory-limit for a child at shards.
+func (o options) childMemLimitArg(shards int) string {
+	if l := o.goMemoryLimit(shards); l > 0 {
+		return strconv.FormatInt(l, 10)
+	}
+	return "none"
 }
 
 func main() {
@@ -228,7 +267,7 @@ func runChildProcess(ctx context.Context, o options, phase, kind string, shards 
 	args := []string{"-child", phase, "-kind", kind, "-n", strconv.Itoa(shards), "-dir", dir, "-addr", addr,
 		"-settle", o.childSettle(shards).String(), "-idle", o.Idle.String(), "-load", o.Load.String(),
 		"-restart-runs", strconv.Itoa(o.RestartRuns), "-workers", strconv.Itoa(o.Workers), "-child-limit", o.ChildLimit.String(),
-		"-rtt-ms", strconv.Itoa(o.rtt(shards))}
+		"-rtt-ms", strconv.Itoa(o.rtt(shards)), "-go-memory-limit", o.childMemLimitArg(shards)}
 	if o.Profile != "" {
 		abs, err := filepath.Abs(o.Profile)
 		if err != nil {

@@ -37,3 +37,33 @@ func TestRTTAndSettle(t *testing.T) {
 		t.Error("-rtt-ms -1 accepted")
 	}
 }
+
+// Every child gets keeld's Go memory limit for its shard count unless
+// -go-memory-limit says otherwise, and a child parses what the parent
+// passes it.
+func TestGoMemoryLimit(t *testing.T) {
+	o, err := parseOptions(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.goMemoryLimit(1000); got != 2094 {
+		t.Errorf("default at 1,000 shards: %d MiB, want keeld's 2094", got)
+	}
+	if got := o.goMemoryLimit(1); got != 96 {
+		t.Errorf("default at 1 shard: %d MiB, want 96", got)
+	}
+	c, err := parseOptions([]string{"-child", "load", "-kind", "keel", "-n", "1000", "-dir", "d", "-addr", "a",
+		"-go-memory-limit", o.childMemLimitArg(1000)})
+	if err != nil || c.child.GoMemoryLimit != 2094 {
+		t.Errorf("child: limit %d, %v", c.child.GoMemoryLimit, err)
+	}
+	for arg, want := range map[string]int64{"none": 0, "300": 300} {
+		o, err := parseOptions([]string{"-go-memory-limit", arg})
+		if err != nil || o.goMemoryLimit(1000) != want || (want == 0 && o.childMemLimitArg(1000) != "none") {
+			t.Errorf("-go-memory-limit %s: %d, %v", arg, o.goMemoryLimit(1000), err)
+		}
+	}
+	if _, err := parseOptions([]string{"-go-memory-limit", "lots"}); err == nil {
+		t.Error("-go-memory-limit lots accepted")
+	}
+}

@@ -92,14 +92,14 @@ const (
 	// twice its live size (GOGC 100) and peak RSS was 225-229 MiB; with
 	// this limit 189-195 MiB at the same fill rate (bench/README.md).
 	// Pebble's block cache and memtables (about 50 MiB) are outside it.
-	defaultGoMemoryLimitMiB = 96
+	defaultGoMemoryLimitMiB = host.GoMemoryLimitMiB
 	// goMemoryMiBPerShard is added to the default limit for every replica
 	// past the first: Go heap in use at 1,000 idle shards was 1.1 GiB
 	// with Dragonboat's no-op state machine (its per-shard queues, mostly
 	// never touched, so RSS stays far lower) and 1.4 GiB with Keel. Under
 	// a 96 MiB limit the runtime collected without pause: one keeld with
 	// --shards 1000 spent 56% of a core idle in GC (bench/README.md).
-	goMemoryMiBPerShard = 2
+	goMemoryMiBPerShard = host.GoMemoryMiBPerShard
 )
 
 // rtt is the NodeHost tick: --rtt-ms, or Keel's rule for the cluster's
