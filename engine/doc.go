@@ -29,8 +29,9 @@
 //
 // CURRENT is only ever replaced by writing a temp file, fsyncing it, renaming
 // it over CURRENT and fsyncing the root. The root itself is created with the
-// parent of every new directory fsynced, and its parent is fsynced again on
-// each open, so a crash cannot drop the whole root. On Open, every img-*
+// parent of every new directory fsynced, and its parent is fsynced again at
+// the first writable open in a process (an earlier run may have crashed
+// between the mkdir and that fsync), so a crash cannot drop the whole root. On Open, every img-*
 // that CURRENT does not name and every tmp-* is removed: they are leftovers
 // of a crash in the middle of an install or a checkpoint.
 //
@@ -192,7 +193,8 @@
 // Opening a tablet for writing costs seven fsyncs even when nothing
 // changed (counted with BenchmarkReopen: Pebble writes a new MANIFEST and
 // moves its marker, creates an empty WAL, rewrites the OPTIONS file, and
-// syncs the directory after each; Keel syncs the root's parent) and the
+// syncs the directory after each; Keel syncs the root's parent at a
+// process's first writable open of the root, so six after that) and the
 // 250 KB above. A clean Close of a writable WAL-less tablet opened through
 // OpenRoot therefore leaves a closed record, <root>/CLOSED:
 //

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -238,13 +240,54 @@ func syncDir(fs vfs.FS, dir string) error {
 // its parent and survives a crash only once the parent is fsynced; without
 // this, an image that Sync made durable could vanish with its root after a
 // crash (and Dragonboat may already have compacted the log behind it). The
-// parent is synced on every open, not just on creation, because an earlier
-// run may have crashed between creating the directory and syncing it.
+// parent is synced at the first writable open of the root in a process,
+// not just on creation, because an earlier run may have crashed between
+// creating the directory and syncing it. Later opens in the same process
+// skip it (durableRoots): an fsync, once returned, holds until the entry
+// changes, and a root removed and made again is synced by mkdirAllSynced.
+// That keeps one of the seven fsyncs of an idle tablet's writable reopen
+// out of the write that wakes it.
 func (r Root) create() error {
 	if err := mkdirAllSynced(r.FS, r.Dir); err != nil {
 		return fmt.Errorf("keel/engine: create %s: %w", r.Dir, err)
 	}
-	return syncDir(r.FS, r.FS.PathDir(r.Dir))
+	key, cacheable := durableRootKey(r)
+	if cacheable {
+		if _, ok := durableRoots.Load(key); ok {
+			return nil
+		}
+	}
+	if err := syncDir(r.FS, r.FS.PathDir(r.Dir)); err != nil {
+		return err
+	}
+	if cacheable {
+		durableRoots.Store(key, struct{}{})
+	}
+	return nil
+}
+
+// durableRoots holds the roots (rootKey) whose directory entry this
+// process has fsynced in the parent. Keyed by filesystem as well as path,
+// so a test's fresh in-memory or crash-cloned filesystem starts unsynced.
+var durableRoots sync.Map
+
+type rootKey struct {
+	fs  vfs.FS
+	dir string
+}
+
+// durableRootKey returns r's key, or false when r's filesystem is neither
+// a pointer nor an empty struct (vfs.Default): comparing any other value
+// could panic or tell apart nothing, so such roots sync every time.
+func durableRootKey(r Root) (rootKey, bool) {
+	if r.FS == nil {
+		return rootKey{}, false
+	}
+	t := reflect.TypeOf(r.FS)
+	if t.Kind() != reflect.Pointer && (t.Kind() != reflect.Struct || t.Size() != 0) {
+		return rootKey{}, false
+	}
+	return rootKey{fs: r.FS, dir: r.Dir}, true
 }
 
 // mkdirAllSynced is MkdirAll that fsyncs the parent of every directory it

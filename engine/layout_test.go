@@ -404,3 +404,30 @@ func TestIdentityRoundTrip(t *testing.T) {
 		t.Fatalf("identity after reopen %v %v %v", got, ok, err)
 	}
 }
+
+// TestRootParentSyncedOncePerProcess: the first writable open of a root
+// fsyncs its parent (the root's entry), later writable opens in the same
+// process do not, and a fresh filesystem value starts over.
+func TestRootParentSyncedOncePerProcess(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "root")
+	parentSyncs := func(fs *countingFS) int {
+		o := Options{Logger: quietLogger(), FS: fs}
+		e, err := OpenRoot(dir, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return fs.reset()["fsync dir"]
+	}
+	fs := newCountingFS(vfs.Default)
+	parentSyncs(fs) // creates the root and its first image
+	same := parentSyncs(fs)
+	fresh := newCountingFS(vfs.Default)
+	unknown := parentSyncs(fresh)
+	known := parentSyncs(fresh)
+	if unknown != same+1 || known != same {
+		t.Fatalf("directory fsyncs of a writable reopen: %d on a filesystem that synced the root, %d on a new one, then %d; want n, n+1, n", same, unknown, known)
+	}
+}
