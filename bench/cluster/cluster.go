@@ -287,14 +287,7 @@ func (c *cluster) stopAll(kill bool) {
 // the whole answer (snapshot counters and log fields appear there once
 // keeld has them).
 type status struct {
-	ReplicaID     uint64 `json:"replica_id"`
-	LeaderID      uint64 `json:"leader_id"`
-	IsLeader      bool   `json:"is_leader"`
-	AppliedIndex  uint64 `json:"applied_index"`
-	LogFirstIndex uint64 `json:"log_first_index"`
-	LogLastIndex  uint64 `json:"log_last_index"`
-	Keys          uint64 `json:"keys"`
-	Bytes         uint64 `json:"bytes"`
+	replicaFields
 	// Shards lists every shard the process hosts (keeld with --shards);
 	// the top-level fields above describe the first. Read it through
 	// shardList, which also covers a keeld that has no such list.

@@ -17,9 +17,9 @@ import (
 	"time"
 )
 
-// shardStatus is one entry of /status's shards list.
-type shardStatus struct {
-	ShardID       uint64 `json:"shard_id"`
+// replicaFields are what /status says of one replica, at the top level
+// (the first shard) and in each entry of its shards list.
+type replicaFields struct {
 	ReplicaID     uint64 `json:"replica_id"`
 	LeaderID      uint64 `json:"leader_id"`
 	IsLeader      bool   `json:"is_leader"`
@@ -28,6 +28,12 @@ type shardStatus struct {
 	LogLastIndex  uint64 `json:"log_last_index"`
 	Keys          uint64 `json:"keys"`
 	Bytes         uint64 `json:"bytes"`
+}
+
+// shardStatus is one entry of /status's shards list.
+type shardStatus struct {
+	ShardID uint64 `json:"shard_id"`
+	replicaFields
 	// SnapshotsReceived counts snapshot images installed since the
 	// process started.
 	SnapshotsReceived uint64 `json:"snapshots_received"`
@@ -41,8 +47,9 @@ func (s status) shardList() []shardStatus {
 		sort.Slice(out, func(i, j int) bool { return out[i].ShardID < out[j].ShardID })
 		return out
 	}
-	return []shardStatus{{ShardID: 1, ReplicaID: s.ReplicaID, LeaderID: s.LeaderID, IsLeader: s.IsLeader,
-		AppliedIndex: s.AppliedIndex, LogFirstIndex: s.firstIndex(), LogLastIndex: s.LogLastIndex, Keys: s.Keys, Bytes: s.Bytes}}
+	first := shardStatus{ShardID: 1, replicaFields: s.replicaFields}
+	first.LogFirstIndex = s.firstIndex()
+	return []shardStatus{first}
 }
 
 // shard returns the entry of shard id, if the process hosts it.
