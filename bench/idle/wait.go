@@ -1,0 +1,204 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// pollInterval is how often the waits look again.
+const pollInterval = time.Second
+
+var hc = &http.Client{Timeout: 30 * time.Second}
+
+// shardCounts is what one /metrics scrape says about every shard.
+type shardCounts struct {
+	leaderKnown int // shards with keel_leader_known 1
+	timerRan    int // shards whose snapshot timer has run at least once
+}
+
+// scrape reads n's /metrics. It reads replicas locally (no linearizable
+// read), so it does not wake a quiesced shard.
+func scrape(ctx context.Context, n *node) (shardCounts, error) {
+	var c shardCounts
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.httpAddr+"/metrics", nil)
+	if err != nil {
+		return c, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return c, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return c, fmt.Errorf("%w: /metrics of replica %d: %d", errProbe, n.id, resp.StatusCode)
+	}
+	ran := map[string]bool{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		name, rest, ok := strings.Cut(line, "{")
+		if !ok {
+			continue
+		}
+		labels, val, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil || v < 1 {
+			continue
+		}
+		switch name {
+		case "keel_leader_known":
+			c.leaderKnown++
+		case "keel_snapshots_total":
+			if strings.Contains(labels, `kind="timer_`) {
+				ran[label(labels, "shard")] = true
+			}
+		}
+	}
+	c.timerRan = len(ran)
+	return c, sc.Err()
+}
+
+// label returns the value of name in a Prometheus label list.
+func label(labels, name string) string {
+	for _, kv := range strings.Split(labels, ",") {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == name {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return ""
+}
+
+// waitAll polls every process's /metrics until done holds for all three.
+func (t *trio) waitAll(ctx context.Context, what string, timeout time.Duration, done func(shardCounts) bool) error {
+	deadline := time.Now().Add(timeout)
+	var last []shardCounts
+	for {
+		if err := t.alive(); err != nil {
+			return err
+		}
+		last = last[:0]
+		ok := true
+		for _, n := range t.nodes {
+			c, err := scrape(ctx, n)
+			if err != nil {
+				ok = false
+				break // not serving yet
+			}
+			last = append(last, c)
+			ok = ok && done(c)
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %s after %s: %+v", errTimeout, what, timeout, last)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// raftBytes sums bytes_received over the established TCP connections of
+// the three Raft listeners: every Raft message a process receives.
+func (t *trio) raftBytes() (uint64, error) {
+	var ports []string
+	for _, n := range t.nodes {
+		_, p, err := net.SplitHostPort(n.raftAddr)
+		if err != nil {
+			return 0, err
+		}
+		ports = append(ports, "sport = :"+p)
+	}
+	filter := "( " + strings.Join(ports, " or ") + " )"
+	out, err := exec.Command("ss", "-tinH", "state", "established", filter).Output()
+	if err != nil {
+		return 0, fmt.Errorf("%w: ss: %v", errProbe, err)
+	}
+	var sum uint64
+	for _, f := range strings.Fields(string(out)) {
+		if v, ok := strings.CutPrefix(f, "bytes_received:"); ok {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%w: ss: %q", errProbe, f)
+			}
+			sum += n
+		}
+	}
+	return sum, nil
+}
+
+// waitQuiet waits until no Raft byte arrived for quiet.
+func (t *trio) waitQuiet(ctx context.Context, quiet, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	prev, err := t.raftBytes()
+	if err != nil {
+		return err
+	}
+	since := time.Now()
+	for {
+		if err := t.alive(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(quiet / 4):
+		}
+		cur, err := t.raftBytes()
+		if err != nil {
+			return err
+		}
+		if cur != prev {
+			prev, since = cur, time.Now()
+		} else if time.Since(since) >= quiet {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: Raft traffic still flowing after %s", errTimeout, timeout)
+		}
+	}
+}
+
+// fetch writes GET http://addr/path to file.
+func fetch(ctx context.Context, addr, path, file string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return err
+	}
+	// Its own client: hc's timeout is shorter than a profile.
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%w: %s%s: %d", errProbe, addr, path, resp.StatusCode)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
