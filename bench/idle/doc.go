@@ -15,8 +15,10 @@
 // then waits, each step on an event read from the processes, never on a
 // fixed sleep:
 //
-//  1. leaders: every shard reports keel_leader_known 1 on all three
-//     processes (GET /metrics, once a second);
+//  1. leaders: every shard reports keel_leader_known 1 on at least one
+//     process (GET /metrics, once a second; a follower that missed the
+//     election of a shard that then quiesced learns its leader only when
+//     the shard wakes, so "all three" may never come);
 //  2. first snapshot timers: every shard's keel_snapshots_total of kind
 //     timer_taken, timer_skipped, timer_rejected or timer_failed is at
 //     least 1 on all three, so the start-up wave of snapshots (the timer's

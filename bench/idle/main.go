@@ -159,11 +159,11 @@ func (o options) runOnce(ctx context.Context, name, bin string, round int) (run,
 	}
 	defer t.stop()
 	since := func() float64 { return round3(time.Since(start).Seconds()) }
-	if err := t.waitAll(ctx, "leaders", leaderTimeout, func(c shardCounts) bool { return c.leaderKnown >= o.shards }); err != nil {
+	if err := t.waitAll(ctx, "leaders", leaderTimeout, func(cs []shardCounts) bool { return leadersKnown(cs) >= o.shards }); err != nil {
 		return res, err
 	}
 	res.LeadersS = since()
-	if err := t.waitAll(ctx, "first snapshot timers", timerTimeout, func(c shardCounts) bool { return c.timerRan >= o.shards }); err != nil {
+	if err := t.waitAll(ctx, "first snapshot timers", timerTimeout, func(cs []shardCounts) bool { return timersRan(cs) >= o.shards }); err != nil {
 		return res, err
 	}
 	res.TimersS = since()

@@ -23,14 +23,14 @@ var hc = &http.Client{Timeout: 30 * time.Second}
 
 // shardCounts is what one /metrics scrape says about every shard.
 type shardCounts struct {
-	leaderKnown int // shards with keel_leader_known 1
-	timerRan    int // shards whose snapshot timer has run at least once
+	leaderKnown map[string]bool // shards with keel_leader_known 1
+	timerRan    int             // shards whose snapshot timer has run at least once
 }
 
 // scrape reads n's /metrics. It reads replicas locally (no linearizable
 // read), so it does not wake a quiesced shard.
 func scrape(ctx context.Context, n *node) (shardCounts, error) {
-	var c shardCounts
+	c := shardCounts{leaderKnown: map[string]bool{}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.httpAddr+"/metrics", nil)
 	if err != nil {
 		return c, err
@@ -62,7 +62,7 @@ func scrape(ctx context.Context, n *node) (shardCounts, error) {
 		}
 		switch name {
 		case "keel_leader_known":
-			c.leaderKnown++
+			c.leaderKnown[label(labels, "shard")] = true
 		case "keel_snapshots_total":
 			if strings.Contains(labels, `kind="timer_`) {
 				ran[label(labels, "shard")] = true
@@ -83,30 +83,27 @@ func label(labels, name string) string {
 	return ""
 }
 
-// waitAll polls every process's /metrics until done holds for all three.
-func (t *trio) waitAll(ctx context.Context, what string, timeout time.Duration, done func(shardCounts) bool) error {
+// waitAll polls every process's /metrics until done holds for the three
+// answers.
+func (t *trio) waitAll(ctx context.Context, what string, timeout time.Duration, done func([]shardCounts) bool) error {
 	deadline := time.Now().Add(timeout)
-	var last []shardCounts
 	for {
 		if err := t.alive(); err != nil {
 			return err
 		}
-		last = last[:0]
-		ok := true
+		var got []shardCounts
 		for _, n := range t.nodes {
 			c, err := scrape(ctx, n)
 			if err != nil {
-				ok = false
 				break // not serving yet
 			}
-			last = append(last, c)
-			ok = ok && done(c)
+			got = append(got, c)
 		}
-		if ok {
+		if len(got) == len(t.nodes) && done(got) {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: %s after %s: %+v", errTimeout, what, timeout, last)
+			return fmt.Errorf("%w: %s after %s", errTimeout, what, timeout)
 		}
 		select {
 		case <-ctx.Done():
@@ -114,6 +111,31 @@ func (t *trio) waitAll(ctx context.Context, what string, timeout time.Duration, 
 		case <-time.After(pollInterval):
 		}
 	}
+}
+
+// leadersKnown counts the shards whose leader at least one process knows.
+// Not all three: a follower that missed the election of a shard that then
+// quiesced learns the leader only when the shard wakes.
+func leadersKnown(cs []shardCounts) int {
+	all := map[string]bool{}
+	for _, c := range cs {
+		for s := range c.leaderKnown {
+			all[s] = true
+		}
+	}
+	return len(all)
+}
+
+// timersRan is the fewest shards whose snapshot timer has run on any one
+// process.
+func timersRan(cs []shardCounts) int {
+	n := -1
+	for _, c := range cs {
+		if n < 0 || c.timerRan < n {
+			n = c.timerRan
+		}
+	}
+	return n
 }
 
 // raftBytes sums bytes_received over the established TCP connections of
