@@ -65,6 +65,10 @@ type Stats struct {
 	LastReclaimed  int64
 	// Errors counts failed steps and reclaims.
 	Errors uint64
+	// QuietTicks counts Run's (or a Runner's) ticks that found the log's
+	// range unchanged since a tick with nothing to do, and so did nothing
+	// but refresh the shared disk figure.
+	QuietTicks uint64
 }
 
 // Result describes one Step.
@@ -107,6 +111,15 @@ type Compactor struct {
 	// reclaimed by the next one, which reclaims everything before it.
 	reclaimedFirst, rejectedFirst uint64
 	watching                      bool
+	// quietFirst and quietLast are the log's range at the last tick that
+	// found nothing to do (no reclaim pending, no step due), and quietOK
+	// says there was such a tick. A tick that finds the same range again
+	// has nothing to do either: due depends only on the entries in the
+	// range, and a reclaim becomes pending only when the first index
+	// moves. So an idle replica's tick costs one look at the range (see
+	// quiet). stepMu guards them.
+	quietFirst, quietLast uint64
+	quietOK               bool
 
 	// statsMu guards stats.
 	statsMu sync.Mutex
@@ -403,7 +416,8 @@ func (c *Compactor) bumpErrors() {
 // Stats returns the counters and the log's current range. The disk
 // figure is the last measurement: exact around a reclaim, otherwise
 // refreshed by Run from one measurement shared with the process's other
-// Compactors on the same directories (at most 10 Intervals old).
+// Compactors on the same directories (at most 10 Intervals old while the
+// log moves, 60 while it is quiet).
 func (c *Compactor) Stats() Stats {
 	c.statsMu.Lock()
 	s := c.stats
@@ -436,16 +450,29 @@ func (c *Compactor) Run(ctx context.Context) error {
 	}
 }
 
-// diskRefreshIntervals is how many Intervals old the disk figure of an
-// idle Compactor may be.
-const diskRefreshIntervals = 10
+// diskRefreshIntervals is how many Intervals old the disk figure of a
+// Compactor whose log moves may be; quietDiskRefreshIntervals the same for
+// a quiet one (its log unchanged since its last tick had nothing to do),
+// whose figure only follows the other replicas' logs.
+const (
+	diskRefreshIntervals      = 10
+	quietDiskRefreshIntervals = 60
+)
 
 // tick is one round of Run. An idle replica costs a look at its log's
-// range and a shared disk figure: with a thousand replicas on a host, a
+// range (quiet) and, once a minute, a disk figure shared with the other
+// Compactors on the same directories: with a thousand replicas on a host, a
 // walk of the Raft directory (which holds every shard's snapshot
 // directory) per replica per second cost a fifth of a core
 // (bench/README.md, "Idle CPU and the tick").
 func (c *Compactor) tick(ctx context.Context) error {
+	quiet, first, last, err := c.quiet()
+	if err != nil {
+		return err
+	}
+	if quiet {
+		return c.quietTick()
+	}
 	pending, err := c.reclaimPending()
 	if err != nil {
 		return err
@@ -454,20 +481,64 @@ func (c *Compactor) tick(ctx context.Context) error {
 		if _, _, err := c.Reclaim(ctx); err != nil {
 			return err
 		}
-	} else {
-		n, err := sharedAllocatedBytes(diskRefreshIntervals*c.cfg.Interval, c.cfg.Dirs...)
-		if err != nil {
-			return fmt.Errorf("logcompact: measure disk: %w", err)
-		}
-		c.recordDisk(n)
+	} else if err := c.refreshDisk(diskRefreshIntervals); err != nil {
+		return err
 	}
 	due, err := c.Due()
-	if err != nil || !due {
+	if err != nil {
 		return err
+	}
+	if !due {
+		if !pending {
+			c.markQuiet(first, last)
+		}
+		return nil
 	}
 	if _, err := c.Step(ctx); err != nil && !errors.Is(err, ErrNothingToCompact) {
 		return err
 	}
+	return nil
+}
+
+// quiet reports whether the log's range is still the one the last tick
+// found nothing to do at (quietFirst); first and last are the range read.
+func (c *Compactor) quiet() (quiet bool, first, last uint64, err error) {
+	r, err := c.reader()
+	if err != nil {
+		return false, 0, 0, err
+	}
+	first, last = r.GetRange()
+	c.stepMu.Lock()
+	defer c.stepMu.Unlock()
+	return c.quietOK && first == c.quietFirst && last == c.quietLast, first, last, nil
+}
+
+// markQuiet records that a tick which read the range [first, last] before
+// it looked found nothing to do. A range that changed meanwhile differs
+// from it at the next tick, which then looks again.
+func (c *Compactor) markQuiet(first, last uint64) {
+	c.stepMu.Lock()
+	c.quietFirst, c.quietLast, c.quietOK = first, last, true
+	c.stepMu.Unlock()
+}
+
+// quietTick is a tick of a quiet Compactor: it counts it and refreshes
+// the disk figure from the shared measurement.
+func (c *Compactor) quietTick() error {
+	c.statsMu.Lock()
+	c.stats.QuietTicks++
+	c.statsMu.Unlock()
+	return c.refreshDisk(quietDiskRefreshIntervals)
+}
+
+// refreshDisk records the shared disk figure, measured at most intervals
+// Intervals ago.
+func (c *Compactor) refreshDisk(intervals time.Duration) error {
+	n, err := sharedAllocatedBytes(intervals*c.cfg.Interval, c.cfg.Dirs...)
+	if err != nil {
+		return fmt.Errorf("logcompact: measure disk: %w", err)
+	}
+	c.recordDisk(n)
 	return nil
 }
 
