@@ -19,9 +19,9 @@ import (
 
 // Bounds on the waits of one run.
 const (
-	leaderTimeout = 5 * time.Minute // every shard has a leader
-	timerTimeout  = 3 * time.Minute // every snapshot timer has run (keeld's default interval is a minute)
-	quietTimeout  = 3 * time.Minute // no Raft traffic
+	leaderTimeout = 10 * time.Minute // every shard has a leader (minutes on a loaded two-core machine)
+	timerTimeout  = 3 * time.Minute  // every snapshot timer has run (keeld's default interval is a minute)
+	quietTimeout  = 3 * time.Minute  // no Raft traffic
 )
 
 type options struct {

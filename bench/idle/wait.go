@@ -87,11 +87,17 @@ func label(labels, name string) string {
 // answers.
 func (t *trio) waitAll(ctx context.Context, what string, timeout time.Duration, done func([]shardCounts) bool) error {
 	deadline := time.Now().Add(timeout)
+	var got []shardCounts
+	defer func() {
+		if len(got) > 0 {
+			logf("%s: leaders known for %d shards, first snapshot timers run for %d", what, leadersKnown(got), timersRan(got))
+		}
+	}()
 	for {
 		if err := t.alive(); err != nil {
 			return err
 		}
-		var got []shardCounts
+		got = got[:0]
 		for _, n := range t.nodes {
 			c, err := scrape(ctx, n)
 			if err != nil {
