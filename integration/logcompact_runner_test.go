@@ -11,7 +11,8 @@ import (
 )
 
 // TestLogCompactRunner drives the three replicas' Compactors from one
-// logcompact.Runner (as keeld does): a log grown past the window is
+// logcompact.Runner (as keeld does; two of them with an AppliedIndexer,
+// one without): a log grown past the window is
 // compacted on every replica; once the writes stop and the Compactors
 // have gone quiet (their log range unchanged since a tick with nothing to
 // do), a second burst is compacted too, so a quiet Compactor notices its
@@ -22,9 +23,16 @@ func TestLogCompactRunner(t *testing.T) {
 	leader := c.Leader()
 	r := logcompact.NewRunner(50 * time.Millisecond)
 	comps := map[uint64]*logcompact.Compactor{}
-	for _, n := range c.Running() {
-		comp, err := logcompact.New(logcompact.Config{NodeHost: n.NH, ShardID: c.ShardID,
-			ReplicaID: n.ReplicaID, Policy: policy, Dirs: []string{lcRaftDir(n)}, Interval: 50 * time.Millisecond})
+	for i, n := range c.Running() {
+		cfg := logcompact.Config{NodeHost: n.NH, ShardID: c.ShardID,
+			ReplicaID: n.ReplicaID, Policy: policy, Dirs: []string{lcRaftDir(n)}, Interval: 50 * time.Millisecond}
+		if i > 0 {
+			// As keeld: a quiet Compactor watches the applied index and
+			// reads the log's range every tenth tick. The first replica's
+			// reads it every tick.
+			cfg.Applied = n.Factory.StateMachine(c.ShardID, n.ReplicaID)
+		}
+		comp, err := logcompact.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

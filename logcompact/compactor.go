@@ -33,6 +33,10 @@ type Config struct {
 	Dirs []string
 	// Floor, optional, holds compaction back while snapshots stream.
 	Floor StreamFloor
+	// Applied, optional, is the replica's state machine. A quiet
+	// Compactor whose applied index has not moved then looks at its log's
+	// range only every tenth tick (quiet.go).
+	Applied AppliedIndexer
 	// Interval is how often Run checks the log; default 1s.
 	Interval time.Duration
 	// SnapshotTimeout bounds one metadata snapshot; default 30s.
@@ -111,15 +115,9 @@ type Compactor struct {
 	// reclaimed by the next one, which reclaims everything before it.
 	reclaimedFirst, rejectedFirst uint64
 	watching                      bool
-	// quietFirst and quietLast are the log's range at the last tick that
-	// found nothing to do (no reclaim pending, no step due), and quietOK
-	// says there was such a tick. A tick that finds the same range again
-	// has nothing to do either: due depends only on the entries in the
-	// range, and a reclaim becomes pending only when the first index
-	// moves. So an idle replica's tick costs one look at the range (see
-	// quiet). stepMu guards them.
-	quietFirst, quietLast uint64
-	quietOK               bool
+	// quiet is what the last tick with nothing to do saw (quiet.go). It
+	// has its own mutex: a Runner reads it without waiting for a Step.
+	quiet quietState
 
 	// statsMu guards stats.
 	statsMu sync.Mutex
@@ -239,6 +237,7 @@ func (c *Compactor) Due() (bool, error) {
 func (c *Compactor) Step(ctx context.Context) (Result, error) {
 	c.stepMu.Lock()
 	defer c.stepMu.Unlock()
+	defer c.quiet.clear()
 	res, err := c.stepLocked(ctx)
 	if err != nil && !errors.Is(err, ErrNothingToCompact) {
 		c.bumpErrors()
@@ -314,6 +313,7 @@ func (c *Compactor) stepLocked(ctx context.Context) (Result, error) {
 func (c *Compactor) Reclaim(ctx context.Context) (freed int64, ok bool, err error) {
 	c.stepMu.Lock()
 	defer c.stepMu.Unlock()
+	defer c.quiet.clear()
 	freed, ok, err = c.reclaimLocked(ctx, false)
 	if err != nil {
 		c.bumpErrors()
@@ -460,18 +460,18 @@ const (
 )
 
 // tick is one round of Run. An idle replica costs a look at its log's
-// range (quiet) and, once a minute, a disk figure shared with the other
-// Compactors on the same directories: with a thousand replicas on a host, a
-// walk of the Raft directory (which holds every shard's snapshot
-// directory) per replica per second cost a fifth of a core
-// (bench/README.md, "Idle CPU and the tick").
+// range or applied index (quiet.go) and, once a minute, a disk figure
+// shared with the other Compactors on the same directories: with a
+// thousand replicas on a host, a walk of the Raft directory (which holds
+// every shard's snapshot directory) per replica per second cost a fifth
+// of a core (bench/README.md, "Idle CPU and the tick").
 func (c *Compactor) tick(ctx context.Context) error {
-	quiet, first, last, err := c.quiet()
+	look, err := c.lookQuiet()
 	if err != nil {
 		return err
 	}
-	if quiet {
-		return c.quietTick()
+	if look.quiet {
+		return c.quietTick(look)
 	}
 	pending, err := c.reclaimPending()
 	if err != nil {
@@ -490,7 +490,7 @@ func (c *Compactor) tick(ctx context.Context) error {
 	}
 	if !due {
 		if !pending {
-			c.markQuiet(first, last)
+			c.quiet.mark(look)
 		}
 		return nil
 	}
@@ -498,37 +498,6 @@ func (c *Compactor) tick(ctx context.Context) error {
 		return err
 	}
 	return nil
-}
-
-// quiet reports whether the log's range is still the one the last tick
-// found nothing to do at (quietFirst); first and last are the range read.
-func (c *Compactor) quiet() (quiet bool, first, last uint64, err error) {
-	r, err := c.reader()
-	if err != nil {
-		return false, 0, 0, err
-	}
-	first, last = r.GetRange()
-	c.stepMu.Lock()
-	defer c.stepMu.Unlock()
-	return c.quietOK && first == c.quietFirst && last == c.quietLast, first, last, nil
-}
-
-// markQuiet records that a tick which read the range [first, last] before
-// it looked found nothing to do. A range that changed meanwhile differs
-// from it at the next tick, which then looks again.
-func (c *Compactor) markQuiet(first, last uint64) {
-	c.stepMu.Lock()
-	c.quietFirst, c.quietLast, c.quietOK = first, last, true
-	c.stepMu.Unlock()
-}
-
-// quietTick is a tick of a quiet Compactor: it counts it and refreshes
-// the disk figure from the shared measurement.
-func (c *Compactor) quietTick() error {
-	c.statsMu.Lock()
-	c.stats.QuietTicks++
-	c.statsMu.Unlock()
-	return c.refreshDisk(quietDiskRefreshIntervals)
 }
 
 // refreshDisk records the shared disk figure, measured at most intervals
@@ -597,6 +566,7 @@ func (c *Compactor) SyncRequestSnapshot(ctx context.Context, shardID uint64, opt
 	}
 	c.stepMu.Lock()
 	defer c.stepMu.Unlock()
+	defer c.quiet.clear() // the snapshot may have compacted the log
 	if !opt.Exported && !opt.OverrideCompactionOverhead {
 		idx, err := c.compactionIndexLocked()
 		switch {

@@ -77,11 +77,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		idle = r.ready(idle[:0])
 		for _, c := range idle {
-			quiet, _, _, err := c.quiet()
-			if err == nil && quiet {
-				err = c.quietTick()
+			look, err := c.lookQuiet()
+			if err == nil && look.quiet {
+				err = c.quietTick(look)
 			}
-			if err == nil && quiet {
+			if err == nil && look.quiet {
 				r.done(c)
 				continue
 			}

@@ -122,6 +122,7 @@ func (s *services) startShard(nh *dragonboat.NodeHost, f *host.Factory, cfg conf
 			ReplicaID: p.ReplicaID,
 			Dirs:      []string{cfg.RaftDir()},
 			Floor:     m,
+			Applied:   m,
 			Logger:    logger,
 			Policy:    policy,
 		})
