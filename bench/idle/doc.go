@@ -40,7 +40,8 @@
 //
 // -keeld-base PATH alternates the baseline and the candidate (-keeld),
 // -rounds times (A,B then B,A), and reports each build's mean per-process
-// CPU and the ratio candidate/baseline. The load average is recorded at
+// CPU and the ratio candidate/baseline. -base-args gives the baseline its
+// own extra flags (the same binary at another --rtt-ms, say). The load average is recorded at
 // the start and before each window: on a shared machine it says how much
 // to trust the figures.
 //

@@ -31,6 +31,7 @@ type options struct {
 	window       time.Duration
 	quiet        time.Duration
 	args         string
+	baseArgs     string
 	profile      string
 	out, workdir string
 }
@@ -42,6 +43,7 @@ type report struct {
 	Shards    int              `json:"shards"`
 	WindowS   float64          `json:"window_s"`
 	Args      []string         `json:"extra_args,omitempty"`
+	BaseArgs  []string         `json:"base_extra_args,omitempty"`
 	Candidate string           `json:"candidate"`
 	Baseline  string           `json:"baseline,omitempty"`
 	Runs      []run            `json:"runs"`
@@ -88,6 +90,7 @@ func main() {
 	flag.DurationVar(&o.window, "window", 30*time.Second, "CPU measurement window")
 	flag.DurationVar(&o.quiet, "quiet", 2*time.Second, "no Raft byte for this long counts as quiesced")
 	flag.StringVar(&o.args, "args", "", "extra keeld flags, space-separated")
+	flag.StringVar(&o.baseArgs, "base-args", "", "extra keeld flags for the baseline instead of -args (e.g. the same binary at another --rtt-ms)")
 	flag.StringVar(&o.profile, "profile", "", "directory for CPU and heap profiles (taken after the measured window)")
 	flag.StringVar(&o.out, "out", "idle.json", "JSON report")
 	flag.StringVar(&o.workdir, "workdir", os.TempDir(), "where the processes' directories go")
@@ -113,8 +116,12 @@ func main() {
 func (o options) runAll(ctx context.Context) (*report, error) {
 	rep := &report{Machine: benchout.ReadMachine(), Command: strings.Join(os.Args, " "), Shards: o.shards,
 		WindowS: o.window.Seconds(), Args: strings.Fields(o.args), Candidate: o.keeld, Baseline: o.base}
-	type build struct{ name, bin string }
-	cand, base := build{"candidate", o.keeld}, build{"baseline", o.base}
+	type build struct{ name, bin, args string }
+	cand, base := build{"candidate", o.keeld, o.args}, build{"baseline", o.base, o.args}
+	if o.baseArgs != "" {
+		base.args = o.baseArgs
+		rep.BaseArgs = strings.Fields(o.baseArgs)
+	}
 	for r := 1; r <= o.rounds; r++ {
 		order := []build{cand}
 		if o.base != "" {
@@ -124,7 +131,7 @@ func (o options) runAll(ctx context.Context) (*report, error) {
 			}
 		}
 		for _, b := range order {
-			res, err := o.runOnce(ctx, b.name, b.bin, r)
+			res, err := o.runOnce(ctx, b.name, b.bin, b.args, r)
 			if err != nil {
 				return rep, fmt.Errorf("%s round %d: %w", b.name, r, err)
 			}
@@ -145,14 +152,14 @@ func (o options) runAll(ctx context.Context) (*report, error) {
 	return rep, nil
 }
 
-func (o options) runOnce(ctx context.Context, name, bin string, round int) (run, error) {
+func (o options) runOnce(ctx context.Context, name, bin, args string, round int) (run, error) {
 	res := run{Build: name, Round: round, LoadStart: loadAvg()}
 	root, err := os.MkdirTemp(o.workdir, "keel-idle-")
 	if err != nil {
 		return res, err
 	}
 	start := time.Now()
-	t, err := startTrio(bin, root, o.shards, strings.Fields(o.args))
+	t, err := startTrio(bin, root, o.shards, strings.Fields(args))
 	if err != nil {
 		_ = os.RemoveAll(root)
 		return res, err
