@@ -417,7 +417,7 @@ func (c *Compactor) bumpErrors() {
 // figure is the last measurement: exact around a reclaim, otherwise
 // refreshed by Run from one measurement shared with the process's other
 // Compactors on the same directories (at most 10 Intervals old while the
-// log moves, 60 while it is quiet).
+// log moves; while it is quiet, the latest any of them took).
 func (c *Compactor) Stats() Stats {
 	c.statsMu.Lock()
 	s := c.stats
@@ -451,20 +451,16 @@ func (c *Compactor) Run(ctx context.Context) error {
 }
 
 // diskRefreshIntervals is how many Intervals old the disk figure of a
-// Compactor whose log moves may be; quietDiskRefreshIntervals the same for
-// a quiet one (its log unchanged since its last tick had nothing to do),
-// whose figure only follows the other replicas' logs.
-const (
-	diskRefreshIntervals      = 10
-	quietDiskRefreshIntervals = 60
-)
+// Compactor whose log moves may be. A quiet one (quiet.go) takes the
+// latest figure the others measured.
+const diskRefreshIntervals = 10
 
 // tick is one round of Run. An idle replica costs a look at its log's
-// range or applied index (quiet.go) and, once a minute, a disk figure
-// shared with the other Compactors on the same directories: with a
-// thousand replicas on a host, a walk of the Raft directory (which holds
-// every shard's snapshot directory) per replica per second cost a fifth
-// of a core (bench/README.md, "Idle CPU and the tick").
+// range or applied index (quiet.go) and no walk of the Raft directory:
+// with a thousand replicas on a host, a walk (the directory holds every
+// shard's snapshot directory) per replica per second cost a fifth of a
+// core (bench/README.md, "Idle CPU and the tick"), and one every 10 s
+// shared by all was still a third of the Compactors' idle cost.
 func (c *Compactor) tick(ctx context.Context) error {
 	look, err := c.lookQuiet()
 	if err != nil {

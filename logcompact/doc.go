@@ -73,8 +73,8 @@
 // Interval, and only a Compactor with work to do gets a goroutine, for that
 // tick. A Compactor is quiet while its log's range is the one a tick with
 // nothing to do found (nothing is due and no reclaim is pending until the
-// range moves); a quiet tick only refreshes the shared disk figure, at most
-// once a minute.
+// range moves); a quiet tick only takes the latest shared disk figure,
+// without walking the directories.
 //
 // # One owner of snapshot requests
 //

@@ -99,7 +99,11 @@ func (c *Compactor) lookQuiet() (quietLook, error) {
 }
 
 // quietTick is a tick of a quiet Compactor: it counts it and, when it read
-// the range, refreshes the disk figure from the shared measurement.
+// the range, takes the disk figure from the latest measurement another
+// Compactor on the same directories took. It walks the directories only
+// when none ever did: while every replica is quiet the Raft directory
+// does not change, and a Compactor whose log moves measures at most every
+// diskRefreshIntervals.
 func (c *Compactor) quietTick(look quietLook) error {
 	c.statsMu.Lock()
 	c.stats.QuietTicks++
@@ -107,5 +111,14 @@ func (c *Compactor) quietTick(look quietLook) error {
 	if !look.ranged {
 		return nil
 	}
-	return c.refreshDisk(quietDiskRefreshIntervals)
+	n, at, ok := lastSharedAllocatedBytes(c.cfg.Dirs...)
+	if !ok {
+		return c.refreshDisk(diskRefreshIntervals)
+	}
+	c.statsMu.Lock()
+	if at.After(c.stats.DiskMeasured) {
+		c.stats.DiskBytes, c.stats.DiskMeasured = n, at
+	}
+	c.statsMu.Unlock()
+	return nil
 }
