@@ -187,7 +187,7 @@ func (o options) runOnce(ctx context.Context, name, bin, args string, round int)
 			return res, err
 		}
 	}
-	b0, err := t.raftBytes()
+	b0, err := t.raftConns()
 	if err != nil {
 		return res, err
 	}
@@ -214,11 +214,11 @@ func (o options) runOnce(ctx context.Context, name, bin, args string, round int)
 		res.RSSMiB = append(res.RSSMiB, round3(float64(rss)/(1<<20)))
 	}
 	res.MeanCPUPercent = round3(sum / float64(len(t.nodes)))
-	b1, err := t.raftBytes()
+	b1, err := t.raftConns()
 	if err != nil {
 		return res, err
 	}
-	res.RaftBytes = b1 - b0
+	res.RaftBytes = raftBytesSince(b0, b1)
 	if err := t.alive(); err != nil {
 		return res, err
 	}

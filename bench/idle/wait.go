@@ -144,39 +144,68 @@ func timersRan(cs []shardCounts) int {
 	return n
 }
 
-// raftBytes sums bytes_received over the established TCP connections of
-// the three Raft listeners: every Raft message a process receives.
-func (t *trio) raftBytes() (uint64, error) {
+// raftConns maps each established TCP connection of the three Raft
+// listeners (local and peer address) to its bytes_received: every Raft
+// message a process receives.
+func (t *trio) raftConns() (map[string]uint64, error) {
 	var ports []string
 	for _, n := range t.nodes {
 		_, p, err := net.SplitHostPort(n.raftAddr)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		ports = append(ports, "sport = :"+p)
 	}
 	filter := "( " + strings.Join(ports, " or ") + " )"
 	out, err := exec.Command("ss", "-tinH", "state", "established", filter).Output()
 	if err != nil {
-		return 0, fmt.Errorf("%w: ss: %v", errProbe, err)
+		return nil, fmt.Errorf("%w: ss: %v", errProbe, err)
 	}
-	var sum uint64
-	for _, f := range strings.Fields(string(out)) {
-		if v, ok := strings.CutPrefix(f, "bytes_received:"); ok {
-			n, err := strconv.ParseUint(v, 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("%w: ss: %q", errProbe, f)
+	return parseSS(string(out))
+}
+
+// parseSS reads `ss -tinH` output: a line "Recv-Q Send-Q Local Peer" per
+// connection, then an indented line of its TCP info.
+func parseSS(out string) (map[string]uint64, error) {
+	conns := map[string]uint64{}
+	key := ""
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 4 && !strings.HasPrefix(line, "\t") && !strings.HasPrefix(line, " ") {
+			// Recv-Q Send-Q Local Peer: a connection's first line.
+			key = f[2] + ">" + f[3]
+			continue
+		}
+		for _, w := range f {
+			if v, ok := strings.CutPrefix(w, "bytes_received:"); ok {
+				n, err := strconv.ParseUint(v, 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("%w: ss: %q", errProbe, w)
+				}
+				conns[key] += n
 			}
-			sum += n
 		}
 	}
-	return sum, nil
+	return conns, nil
+}
+
+// raftBytesSince returns the bytes received on the connections of now
+// since before: a connection opened meanwhile counts from zero, one closed
+// meanwhile is not counted.
+func raftBytesSince(before, now map[string]uint64) uint64 {
+	var sum uint64
+	for k, v := range now {
+		if b := before[k]; v >= b {
+			sum += v - b
+		}
+	}
+	return sum
 }
 
 // waitQuiet waits until no Raft byte arrived for quiet.
 func (t *trio) waitQuiet(ctx context.Context, quiet, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	prev, err := t.raftBytes()
+	prev, err := t.raftConns()
 	if err != nil {
 		return err
 	}
@@ -190,11 +219,11 @@ func (t *trio) waitQuiet(ctx context.Context, quiet, timeout time.Duration) erro
 			return ctx.Err()
 		case <-time.After(quiet / 4):
 		}
-		cur, err := t.raftBytes()
+		cur, err := t.raftConns()
 		if err != nil {
 			return err
 		}
-		if cur != prev {
+		if raftBytesSince(prev, cur) > 0 || len(cur) != len(prev) {
 			prev, since = cur, time.Now()
 		} else if time.Since(since) >= quiet {
 			return nil
