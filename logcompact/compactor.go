@@ -33,6 +33,10 @@ type Config struct {
 	Dirs []string
 	// Floor, optional, holds compaction back while snapshots stream.
 	Floor StreamFloor
+	// Applied, optional, is the replica's state machine. A quiet
+	// Compactor whose applied index has not moved then looks at its log's
+	// range only every tenth tick (quiet.go).
+	Applied AppliedIndexer
 	// Interval is how often Run checks the log; default 1s.
 	Interval time.Duration
 	// SnapshotTimeout bounds one metadata snapshot; default 30s.
@@ -65,6 +69,10 @@ type Stats struct {
 	LastReclaimed  int64
 	// Errors counts failed steps and reclaims.
 	Errors uint64
+	// QuietTicks counts Run's (or a Runner's) ticks that found the log's
+	// range unchanged since a tick with nothing to do, and so did nothing
+	// but refresh the shared disk figure.
+	QuietTicks uint64
 }
 
 // Result describes one Step.
@@ -107,6 +115,9 @@ type Compactor struct {
 	// reclaimed by the next one, which reclaims everything before it.
 	reclaimedFirst, rejectedFirst uint64
 	watching                      bool
+	// quiet is what the last tick with nothing to do saw (quiet.go). It
+	// has its own mutex: a Runner reads it without waiting for a Step.
+	quiet quietState
 
 	// statsMu guards stats.
 	statsMu sync.Mutex
@@ -226,6 +237,7 @@ func (c *Compactor) Due() (bool, error) {
 func (c *Compactor) Step(ctx context.Context) (Result, error) {
 	c.stepMu.Lock()
 	defer c.stepMu.Unlock()
+	defer c.quiet.clear()
 	res, err := c.stepLocked(ctx)
 	if err != nil && !errors.Is(err, ErrNothingToCompact) {
 		c.bumpErrors()
@@ -301,6 +313,7 @@ func (c *Compactor) stepLocked(ctx context.Context) (Result, error) {
 func (c *Compactor) Reclaim(ctx context.Context) (freed int64, ok bool, err error) {
 	c.stepMu.Lock()
 	defer c.stepMu.Unlock()
+	defer c.quiet.clear()
 	freed, ok, err = c.reclaimLocked(ctx, false)
 	if err != nil {
 		c.bumpErrors()
@@ -403,7 +416,8 @@ func (c *Compactor) bumpErrors() {
 // Stats returns the counters and the log's current range. The disk
 // figure is the last measurement: exact around a reclaim, otherwise
 // refreshed by Run from one measurement shared with the process's other
-// Compactors on the same directories (at most 10 Intervals old).
+// Compactors on the same directories (at most 10 Intervals old while the
+// log moves; while it is quiet, the latest any of them took).
 func (c *Compactor) Stats() Stats {
 	c.statsMu.Lock()
 	s := c.stats
@@ -436,16 +450,25 @@ func (c *Compactor) Run(ctx context.Context) error {
 	}
 }
 
-// diskRefreshIntervals is how many Intervals old the disk figure of an
-// idle Compactor may be.
+// diskRefreshIntervals is how many Intervals old the disk figure of a
+// Compactor whose log moves may be. A quiet one (quiet.go) takes the
+// latest figure the others measured.
 const diskRefreshIntervals = 10
 
 // tick is one round of Run. An idle replica costs a look at its log's
-// range and a shared disk figure: with a thousand replicas on a host, a
-// walk of the Raft directory (which holds every shard's snapshot
-// directory) per replica per second cost a fifth of a core
-// (bench/README.md, "Idle CPU and the tick").
+// range or applied index (quiet.go) and no walk of the Raft directory:
+// with a thousand replicas on a host, a walk (the directory holds every
+// shard's snapshot directory) per replica per second cost a fifth of a
+// core (bench/README.md, "Idle CPU and the tick"), and one every 10 s
+// shared by all was still a third of the Compactors' idle cost.
 func (c *Compactor) tick(ctx context.Context) error {
+	look, err := c.lookQuiet()
+	if err != nil {
+		return err
+	}
+	if look.quiet {
+		return c.quietTick(look)
+	}
 	pending, err := c.reclaimPending()
 	if err != nil {
 		return err
@@ -454,20 +477,33 @@ func (c *Compactor) tick(ctx context.Context) error {
 		if _, _, err := c.Reclaim(ctx); err != nil {
 			return err
 		}
-	} else {
-		n, err := sharedAllocatedBytes(diskRefreshIntervals*c.cfg.Interval, c.cfg.Dirs...)
-		if err != nil {
-			return fmt.Errorf("logcompact: measure disk: %w", err)
-		}
-		c.recordDisk(n)
+	} else if err := c.refreshDisk(diskRefreshIntervals); err != nil {
+		return err
 	}
 	due, err := c.Due()
-	if err != nil || !due {
+	if err != nil {
 		return err
+	}
+	if !due {
+		if !pending {
+			c.quiet.mark(look)
+		}
+		return nil
 	}
 	if _, err := c.Step(ctx); err != nil && !errors.Is(err, ErrNothingToCompact) {
 		return err
 	}
+	return nil
+}
+
+// refreshDisk records the shared disk figure, measured at most intervals
+// Intervals ago.
+func (c *Compactor) refreshDisk(intervals time.Duration) error {
+	n, err := sharedAllocatedBytes(intervals*c.cfg.Interval, c.cfg.Dirs...)
+	if err != nil {
+		return fmt.Errorf("logcompact: measure disk: %w", err)
+	}
+	c.recordDisk(n)
 	return nil
 }
 
@@ -526,6 +562,7 @@ func (c *Compactor) SyncRequestSnapshot(ctx context.Context, shardID uint64, opt
 	}
 	c.stepMu.Lock()
 	defer c.stepMu.Unlock()
+	defer c.quiet.clear() // the snapshot may have compacted the log
 	if !opt.Exported && !opt.OverrideCompactionOverhead {
 		idx, err := c.compactionIndexLocked()
 		switch {

@@ -115,3 +115,19 @@ func sharedAllocatedBytes(maxAge time.Duration, dirs ...string) (int64, error) {
 	s.bytes, s.at = n, time.Now()
 	return n, nil
 }
+
+// lastSharedAllocatedBytes returns the latest measurement of dirs any
+// caller in the process took, without walking; ok is false when there is
+// none.
+func lastSharedAllocatedBytes(dirs ...string) (n int64, at time.Time, ok bool) {
+	key := strings.Join(dirs, "\x00")
+	diskSamples.mu.Lock()
+	s := diskSamples.m[key]
+	diskSamples.mu.Unlock()
+	if s == nil {
+		return 0, time.Time{}, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bytes, s.at, !s.at.IsZero()
+}

@@ -49,6 +49,9 @@ func TestSharedAllocatedBytes(t *testing.T) {
 		}
 	}
 	write("a")
+	if n, at, ok := lastSharedAllocatedBytes(dir); ok {
+		t.Fatalf("a figure (%d at %v) before any measurement", n, at)
+	}
 	first, err := sharedAllocatedBytes(time.Hour, dir)
 	if err != nil || first <= 0 {
 		t.Fatalf("first: %d %v", first, err)
@@ -63,5 +66,10 @@ func TestSharedAllocatedBytes(t *testing.T) {
 	}
 	if exact, err := AllocatedBytes(dir); err != nil || exact != fresh {
 		t.Fatalf("AllocatedBytes %d %v, shared %d", exact, err, fresh)
+	}
+	// A quiet Compactor takes the latest figure without walking.
+	write("c")
+	if last, at, ok := lastSharedAllocatedBytes(dir); !ok || last != fresh || at.IsZero() {
+		t.Fatalf("latest: %d at %v (%v), want %d", last, at, ok, fresh)
 	}
 }

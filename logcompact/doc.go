@@ -68,6 +68,14 @@
 // from any goroutine; Run calls them every Interval. Stats is safe at any
 // time and never waits for a running Step.
 //
+// A host with many replicas runs their Compactors on one Runner instead of
+// a Run each: one goroutine and one ticker look at every log's range each
+// Interval, and only a Compactor with work to do gets a goroutine, for that
+// tick. A Compactor is quiet while its log's range is the one a tick with
+// nothing to do found (nothing is due and no reclaim is pending until the
+// range moves); a quiet tick only takes the latest shared disk figure,
+// without walking the directories.
+//
 // # One owner of snapshot requests
 //
 // Dragonboat allows one pending snapshot request per shard; a second one

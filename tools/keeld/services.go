@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -27,6 +26,10 @@ type services struct {
 	mu sync.Mutex
 	// byShard holds every replica's loops, by shard ID.
 	byShard map[uint64]*shardServices
+	// compactors ticks every replica's Compactor from one goroutine and
+	// one ticker (logcompact.Runner): a thousand idle replicas cost a
+	// thousand log-range reads a second, not a thousand timers.
+	compactors *logcompact.Runner
 
 	// ctx ends every loop; cancel is called by stop.
 	ctx    context.Context
@@ -57,9 +60,15 @@ func (c config) schedulerConfigFor(shardID uint64, logger *slog.Logger) snapshot
 // compactor for every replica placed on this process.
 func startServices(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger *slog.Logger) (*services, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &services{ctx: ctx, cancel: cancel, byShard: map[uint64]*shardServices{}}
+	s := &services{ctx: ctx, cancel: cancel, byShard: map[uint64]*shardServices{},
+		compactors: logcompact.NewRunner(0)}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = s.compactors.Run(ctx) // returns when ctx ends
+	}()
 	for _, p := range cfg.Sharding.Placement {
-		ss, err := s.startShard(ctx, nh, f, cfg, p, logger)
+		ss, err := s.startShard(nh, f, cfg, p, logger)
 		if err != nil {
 			s.stop()
 			return nil, err
@@ -74,7 +83,7 @@ func startServices(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger 
 
 // startJoined starts the loops of a replica started at runtime (a join).
 func (s *services) startJoined(nh *dragonboat.NodeHost, f *host.Factory, cfg config, p placed, logger *slog.Logger) error {
-	ss, err := s.startShard(s.ctx, nh, f, cfg, p, logger)
+	ss, err := s.startShard(nh, f, cfg, p, logger)
 	if err != nil {
 		return err
 	}
@@ -94,7 +103,7 @@ func (s *services) shard(id uint64) *shardServices {
 	return s.byShard[id]
 }
 
-func (s *services) startShard(ctx context.Context, nh *dragonboat.NodeHost, f *host.Factory, cfg config, p placed, logger *slog.Logger) (*shardServices, error) {
+func (s *services) startShard(nh *dragonboat.NodeHost, f *host.Factory, cfg config, p placed, logger *slog.Logger) (*shardServices, error) {
 	m := f.StateMachine(p.ShardID, p.ReplicaID)
 	if m == nil {
 		return nil, fmt.Errorf("replica %d of shard %d has no state machine", p.ReplicaID, p.ShardID)
@@ -113,6 +122,7 @@ func (s *services) startShard(ctx context.Context, nh *dragonboat.NodeHost, f *h
 			ReplicaID: p.ReplicaID,
 			Dirs:      []string{cfg.RaftDir()},
 			Floor:     m,
+			Applied:   m,
 			Logger:    logger,
 			Policy:    policy,
 		})
@@ -120,13 +130,7 @@ func (s *services) startShard(ctx context.Context, nh *dragonboat.NodeHost, f *h
 			return nil, fmt.Errorf("log compaction: %w", err)
 		}
 		ss.comp = comp
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			if err := comp.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				logger.Error("log compactor stopped", "shard", p.ShardID, "err", err)
-			}
-		}()
+		s.compactors.Add(comp)
 	}
 	// One owner of snapshot requests: with a compactor, the timer's
 	// snapshots go through it (logcompact's "One owner of snapshot
