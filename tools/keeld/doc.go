@@ -54,6 +54,7 @@
 //	GET    /kv?prefix=&start=&end=&limit=&stale=&encoding=base64
 //	POST   /txn                 {"if":[...],"then":[...]} (see README.md)
 //	GET    /status              replica, leader, members, log range, stats
+//	                            (?members=local: no read through the leader)
 //	GET    /metrics             Prometheus text format; per-shard series labelled shard, replica
 //	POST   /admin/snapshot      request a snapshot; {"index":n}
 //	POST   /admin/export        exported snapshot under --export-dir

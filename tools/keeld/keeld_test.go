@@ -29,6 +29,22 @@ type txnBody struct {
 func TestKVOverHTTP(t *testing.T) {
 	n := startSingle(t)
 
+	// /status reads the membership through the leader, or locally when
+	// asked (members=local: a monitor's poll then wakes no shard).
+	if st := n.status(); st.MembersFrom != "consensus" || len(st.Members) != 1 {
+		t.Fatalf("/status members %v from %q, want one member by consensus", st.Members, st.MembersFrom)
+	}
+	var local statusBody
+	if err := proctest.GetJSON(httpc, n.url("/status?members=local"), &local); err != nil {
+		t.Fatal(err)
+	}
+	if local.MembersFrom != "local" || len(local.Members) != 1 || local.LeaderID == 0 {
+		t.Fatalf("/status?members=local: members %v from %q, leader %d", local.Members, local.MembersFrom, local.LeaderID)
+	}
+	if code, body := do(t, "GET", n.url("/status?members=all"), nil); code != http.StatusBadRequest {
+		t.Fatalf("/status?members=all: %d %s, want 400", code, body)
+	}
+
 	mustDo(t, http.StatusNoContent, "PUT", n.url("/kv/hello"), []byte("world"))
 	if got := mustDo(t, http.StatusOK, "GET", n.url("/kv/hello"), nil); string(got) != "world" {
 		t.Fatalf("GET hello = %q, want world", got)

@@ -21,6 +21,7 @@ var queryParams = map[string]map[string][]string{
 	"kv":            {http.MethodGet: {"stale"}, http.MethodHead: {"stale"}},
 	"scan":          {http.MethodGet: {"prefix", "start", "end", "limit", "stale", "encoding"}},
 	"admin_members": {http.MethodPost: {"addr"}},
+	"status":        {http.MethodGet: {"members"}},
 }
 
 // checkQuery refuses a query string the endpoint would not read exactly as

@@ -119,6 +119,7 @@ type statusBody struct {
 	ReplicaID    uint64            `json:"replica_id"`
 	AppliedIndex uint64            `json:"applied_index"`
 	Members      map[string]string `json:"members"`
+	MembersFrom  string            `json:"members_source"`
 	Keys         uint64            `json:"keys"`
 	RaftAddr     string            `json:"raft_addr"`
 	DataDir      string            `json:"data_dir"`

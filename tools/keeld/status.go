@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"runtime/debug"
 	"strconv"
@@ -127,6 +128,11 @@ func (s *server) shardStatuses() []shardStatus {
 }
 
 func (s *server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	members := r.URL.Query().Get("members")
+	if members != "" && members != "local" && members != "consensus" {
+		s.fail(w, fmt.Errorf("%w: members=%q must be local or consensus", errBadRequest, members))
+		return
+	}
 	st := statusResponse{
 		ShardID:       s.cfg.ShardID,
 		ReplicaID:     s.cfg.ReplicaID,
@@ -147,7 +153,9 @@ func (s *server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	st.AppliedIndex = s.appliedIndex()
-	s.fillMembers(r.Context(), &st)
+	// members=local skips the read through the leader: a monitor polling
+	// /status would otherwise keep shard 1 from quiescing.
+	s.fillMembers(r.Context(), &st, members == "local")
 	if lr, err := s.nh.GetLogReader(s.cfg.ShardID); err == nil {
 		st.LogFirstIndex, st.LogLastIndex = lr.GetRange()
 	}
@@ -235,9 +243,10 @@ func (s *server) appliedIndex() uint64 {
 
 // fillMembers asks the shard for its membership when a leader is known and
 // falls back to the local view otherwise, so /status never waits for an
-// election.
-func (s *server) fillMembers(ctx context.Context, st *statusResponse) {
-	if st.LeaderID != 0 {
+// election. local asks for the local view only: the read through the
+// leader is a ReadIndex, a Raft round that wakes a quiesced shard.
+func (s *server) fillMembers(ctx context.Context, st *statusResponse, local bool) {
+	if st.LeaderID != 0 && !local {
 		ctx, cancel := context.WithTimeout(ctx, membershipTimeout)
 		defer cancel()
 		m, err := s.nh.SyncGetShardMembership(ctx, s.cfg.ShardID)
