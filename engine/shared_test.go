@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -131,5 +132,58 @@ func TestMemTableBudget(t *testing.T) {
 	}
 	for _, e := range es {
 		must(t, e.Close())
+	}
+}
+
+// TestReopenStormHoldsIdleCloses: keepOpen writable reopens within
+// reopenStormWindow stop idle closes; once they age out of the window the
+// closes resume.
+func TestReopenStormHoldsIdleCloses(t *testing.T) {
+	sh, err := NewShared(SharedOptions{})
+	must(t, err)
+	now := time.Unix(1000, 0)
+	sh.clock = func() time.Time { return now }
+	fs := vfs.NewMem()
+	const keepOpen = 2
+	var engines []*Engine
+	for i := range keepOpen + 2 {
+		e, err := OpenRoot(fmt.Sprintf("/t%d", i), Options{FS: fs, Shared: sh, Logger: quietLogger()})
+		must(t, err)
+		engines = append(engines, e)
+	}
+	defer func() {
+		for _, e := range engines {
+			_ = e.Close()
+		}
+		_ = sh.Close()
+	}()
+	tryClose := func() bool {
+		if !sh.ReserveIdleClose(keepOpen) {
+			return false
+		}
+		sh.ReleaseIdleClose()
+		return true
+	}
+	if !tryClose() {
+		t.Fatal("no storm, more than keepOpen open: an idle close must be granted")
+	}
+	for range keepOpen - 1 {
+		sh.NoteWritableReopen()
+	}
+	if !tryClose() {
+		t.Fatalf("%d reopens (under keepOpen=%d) stopped idle closes", keepOpen-1, keepOpen)
+	}
+	now = now.Add(time.Second)
+	sh.NoteWritableReopen()
+	if tryClose() {
+		t.Fatalf("%d reopens within %v: idle closes must wait", keepOpen, reopenStormWindow)
+	}
+	now = now.Add(reopenStormWindow / 2)
+	if tryClose() {
+		t.Fatal("the storm is still inside the window")
+	}
+	now = now.Add(2 * reopenStormWindow)
+	if !tryClose() {
+		t.Fatal("the storm aged out of the window, yet idle closes stay refused")
 	}
 }

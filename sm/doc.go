@@ -83,7 +83,10 @@
 //     are open on the shared resources (engine.Shared.ReserveIdleClose
 //     counts and reserves under one lock, so racing timers never go
 //     below it): a host with a few shards never closes one, and one with
-//     thousands keeps memory for KeepOpen of its idle tablets.
+//     thousands keeps memory for KeepOpen of its idle tablets. Nor does
+//     it close any while KeepOpen or more writable reopens came in the
+//     last 10 s (a reopen storm: a restart, then writes to every shard),
+//     so a write wave does not close tablets between two writes.
 //   - The idle time adapts per tablet: a tablet reopened within twice its
 //     idle time of closing doubles it (up to 32 x IdleClose), one that
 //     stayed closed longer halves it back, so a host whose writes slow

@@ -158,6 +158,12 @@ func (s *StateMachine) wakeLocked(write bool) error {
 	}
 	if write {
 		defer func() { s.reopenCost.Store(int64(time.Since(start))) }()
+		// Idle-closed or never opened since a lazy Open (a restart):
+		// either way a write paid a reopen (engine.Shared.ReserveIdleClose
+		// stops idle closes while such reopens come in a storm).
+		if sh := s.cfg.Engine.Shared; sh != nil {
+			sh.NoteWritableReopen()
+		}
 	}
 	if err := s.checkIdentity(eng, write); err != nil {
 		_ = eng.Close()
