@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 	"unsafe" // go:linkname, see dragonboatSnapshotConnection
 
+	"github.com/keel-db/keel/internal/testkit/testutil"
 	pb "github.com/lni/dragonboat/v4/raftpb"
 )
 
@@ -204,6 +206,18 @@ func TestBufferedReceiverStop(t *testing.T) {
 	if _, err := half.Write(frame0(t)[:10]); err != nil {
 		t.Fatal(err)
 	}
+	// Both connections must be served before the stop: one still in the
+	// listen queue when the stoppable listener stops is accepted by its
+	// orphaned Accept goroutine and never served nor closed (as with
+	// Dragonboat's own listener), which is not what this test checks.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		u.r.mu.Lock()
+		defer u.r.mu.Unlock()
+		if n := len(u.r.conns); n != 2 {
+			return fmt.Errorf("%d connections served, want 2", n)
+		}
+		return nil
+	})
 	u.r.stop()
 	closedByPeer(t, idle)
 	closedByPeer(t, half)

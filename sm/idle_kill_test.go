@@ -101,8 +101,12 @@ func TestIdleTabletsSurviveSIGKILL(t *testing.T) {
 	if testing.Short() {
 		rounds = 3
 	}
+	// A round whose kill finds no tablet cleanly closed opens none lazily;
+	// on a loaded machine every round can, so rounds go on (up to
+	// maxRounds) until at least one lazy open was checked.
+	maxRounds := 4 * rounds
 	var lazy int
-	for round := 0; round < rounds; round++ {
+	for round := 0; round < rounds || (lazy == 0 && round < maxRounds); round++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestIdleKillHelperProcess$", "-test.count=1")
 		cmd.Env = append(os.Environ(), idleKillEnv+"="+root, fmt.Sprintf("%s=%d", idleKillSeed, seed+uint64(round)))
 		pr, pw, err := os.Pipe()
@@ -165,5 +169,5 @@ func TestIdleTabletsSurviveSIGKILL(t *testing.T) {
 	if lazy == 0 {
 		t.Fatal("no state machine ever opened from a closed record: the test checks nothing lazy")
 	}
-	t.Logf("%d rounds, %d lazy opens after SIGKILL; synced %v", rounds, lazy, synced[1:])
+	t.Logf("%d lazy opens after SIGKILL; synced %v", lazy, synced[1:])
 }

@@ -48,7 +48,7 @@ func TestQueryParamsRefused(t *testing.T) {
 		{"PUT", "/kv/a?stale=true", "takes none"},
 		{"DELETE", "/kv/a?x=1", "takes none"},
 		{"POST", "/txn?dry_run=1", "takes none"},
-		{"GET", "/status?verbose=1", "takes none"},
+		{"GET", "/status?verbose=1", "takes members"},
 		{"GET", "/metrics?name=x", "takes none"},
 		{"POST", "/admin/snapshot?x=1", "takes none"},
 		{"POST", "/admin/export?dir=" + url.QueryEscape(t.TempDir()), `unknown query parameter "dir"`},
