@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/keel-db/keel/bench/internal/loopback"
 )
 
 // Bounds on waiting for keeld.
@@ -144,27 +146,6 @@ type cluster struct {
 	reps []*replica
 }
 
-// freePorts asks the kernel for n free loopback ports. Another process
-// could take one before keeld binds it; keeld then exits and start fails.
-func freePorts(n int) ([]string, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			_ = l.Close()
-		}
-	}()
-	out := make([]string, n)
-	for i := range out {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		out[i] = l.Addr().String()
-	}
-	return out, nil
-}
-
 // newCluster creates and starts a three-replica cluster of the fleet's
 // keeld and waits for a leader.
 func (f *fleet) newCluster(ctx context.Context, name string) (*cluster, error) {
@@ -173,7 +154,7 @@ func (f *fleet) newCluster(ctx context.Context, name string) (*cluster, error) {
 
 // newClusterOf is newCluster running the binary keeld.
 func (f *fleet) newClusterOf(ctx context.Context, name, keeld string) (*cluster, error) {
-	ports, err := freePorts(9)
+	ports, err := loopback.FreePorts(9)
 	if err != nil {
 		return nil, err
 	}

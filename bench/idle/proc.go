@@ -5,7 +5,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/keel-db/keel/bench/internal/loopback"
 )
 
 // stopTimeout is how long a keeld has to exit after SIGTERM.
@@ -38,31 +39,10 @@ type trio struct {
 	nodes []*node
 }
 
-// freePorts asks the kernel for n free loopback ports. Another process
-// could take one before keeld binds it; keeld then exits and the run fails.
-func freePorts(n int) ([]string, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			_ = l.Close()
-		}
-	}()
-	out := make([]string, n)
-	for i := range out {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		out[i] = l.Addr().String()
-	}
-	return out, nil
-}
-
 // startTrio starts three keeld processes of bin under root, each a member
 // of every shard.
 func startTrio(bin, root string, shards int, extra []string) (*trio, error) {
-	ports, err := freePorts(9)
+	ports, err := loopback.FreePorts(9)
 	if err != nil {
 		return nil, err
 	}
