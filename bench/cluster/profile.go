@@ -5,11 +5,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/keel-db/keel/bench/internal/loopback"
 )
 
 // profiler takes CPU profiles of a cluster's keeld processes while a load
@@ -67,28 +67,5 @@ func (p *profiler) start(ctx context.Context, c *cluster) (wait func()) {
 
 // fetchProfile writes a CPU profile of the keeld listening on addr.
 func fetchProfile(ctx context.Context, addr string, seconds int, file string) error {
-	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, seconds)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	// Its own client: the fleet's has a 30 s timeout and keeps K
-	// connections for the load.
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%w: %s: %d", errHTTP, url, resp.StatusCode)
-	}
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		_ = f.Close()
-		return err
-	}
-	return f.Close()
+	return loopback.FetchToFile(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, seconds), file)
 }

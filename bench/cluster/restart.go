@@ -47,29 +47,20 @@ func settle(ctx context.Context, c *cluster, res *restartResult) (shardView, err
 // times.
 func restartTimes(ctx context.Context, c *cluster, label string, runs int, userBytes uint64) (restartResult, error) {
 	res := restartResult{Label: label, Restarted: "all", UserBytes: userBytes}
-	if _, err := settle(ctx, c, &res); err != nil {
-		return res, err
-	}
-	probes, err := probeKeys('r', res.Shards)
-	if err != nil {
-		return res, err
-	}
-	for i := 0; i < runs; i++ {
+	return timeRestarts(ctx, c, &res, runs, func(i int, probes []string) (time.Duration, error) {
 		c.stopAll(false)
 		start := time.Now()
 		for _, r := range c.reps {
 			if err := c.f.start(r); err != nil {
-				return res, err
+				return 0, err
 			}
 		}
 		el, err := serving(ctx, c, probes, c.reps, start, 5*time.Minute)
 		if err != nil {
-			return res, fmt.Errorf("restart %s run %d: first GET of every shard: %w", label, i+1, err)
+			return 0, fmt.Errorf("restart %s run %d: first GET of every shard: %w", label, i+1, err)
 		}
-		res.Runs = append(res.Runs, el.Seconds())
-	}
-	res.MedianSecond = median(res.Runs)
-	return res, nil
+		return el, nil
+	})
 }
 
 // restartOneTimes restarts one process (SIGTERM), the one leading the
@@ -79,17 +70,10 @@ func restartTimes(ctx context.Context, c *cluster, label string, runs int, userB
 // how many there were.
 func restartOneTimes(ctx context.Context, c *cluster, label string, runs int, userBytes uint64) (restartResult, error) {
 	res := restartResult{Label: label, Restarted: "one", UserBytes: userBytes}
-	if _, err := settle(ctx, c, &res); err != nil {
-		return res, err
-	}
-	probes, err := probeKeys('r', res.Shards)
-	if err != nil {
-		return res, err
-	}
-	for i := 0; i < runs; i++ {
+	return timeRestarts(ctx, c, &res, runs, func(i int, probes []string) (time.Duration, error) {
 		v, err := c.waitLeaders(ctx, startTimeout)
 		if err != nil {
-			return res, err
+			return 0, err
 		}
 		r := v.fewestLeads(c.reps)
 		led := 0
@@ -102,14 +86,33 @@ func restartOneTimes(ctx context.Context, c *cluster, label string, runs int, us
 		c.f.stop(r, false)
 		start := time.Now()
 		if err := c.f.start(r); err != nil {
-			return res, err
+			return 0, err
 		}
 		el, err := serving(ctx, c, probes, []*replica{r}, start, 5*time.Minute)
 		if err != nil {
-			return res, fmt.Errorf("restart %s run %d: replica %d serving every shard: %w", label, i+1, r.id, err)
+			return 0, fmt.Errorf("restart %s run %d: replica %d serving every shard: %w", label, i+1, r.id, err)
+		}
+		return el, nil
+	})
+}
+
+// timeRestarts settles the cluster into res, picks one probe key per shard
+// and records run's time for each of runs runs, then their median.
+func timeRestarts(ctx context.Context, c *cluster, res *restartResult, runs int, run func(i int, probes []string) (time.Duration, error)) (restartResult, error) {
+	if _, err := settle(ctx, c, res); err != nil {
+		return *res, err
+	}
+	probes, err := probeKeys('r', res.Shards)
+	if err != nil {
+		return *res, err
+	}
+	for i := 0; i < runs; i++ {
+		el, err := run(i, probes)
+		if err != nil {
+			return *res, err
 		}
 		res.Runs = append(res.Runs, el.Seconds())
 	}
 	res.MedianSecond = median(res.Runs)
-	return res, nil
+	return *res, nil
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/keel-db/keel/bench/internal/benchout"
+
+	"github.com/keel-db/keel/bench/internal/loopback"
 )
 
 // Bounds on the waits of one run.
@@ -246,9 +248,9 @@ func (o options) profiles(ctx context.Context, t *trio, name string, round int) 
 			defer wg.Done()
 			base := filepath.Join(o.profile, fmt.Sprintf("%s-%d-r%d", name, round, n.id))
 			cpu := fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(o.window.Seconds())))
-			err := fetch(ctx, n.pprofAddr, cpu, base+".cpu.pprof")
+			err := loopback.FetchToFile(ctx, "http://"+n.pprofAddr+cpu, base+".cpu.pprof")
 			if err == nil {
-				err = fetch(ctx, n.pprofAddr, "/debug/pprof/heap", base+".heap.pprof")
+				err = loopback.FetchToFile(ctx, "http://"+n.pprofAddr+"/debug/pprof/heap", base+".heap.pprof")
 			}
 			mu.Lock()
 			defer mu.Unlock()

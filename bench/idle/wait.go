@@ -6,10 +6,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -232,30 +230,4 @@ func (t *trio) waitQuiet(ctx context.Context, quiet, timeout time.Duration) erro
 			return fmt.Errorf("%w: Raft traffic still flowing after %s", errTimeout, timeout)
 		}
 	}
-}
-
-// fetch writes GET http://addr/path to file.
-func fetch(ctx context.Context, addr, path, file string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
-	if err != nil {
-		return err
-	}
-	// Its own client: hc's timeout is shorter than a profile.
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%w: %s%s: %d", errProbe, addr, path, resp.StatusCode)
-	}
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		_ = f.Close()
-		return err
-	}
-	return f.Close()
 }

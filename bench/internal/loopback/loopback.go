@@ -1,5 +1,6 @@
-// Package loopback finds free TCP ports on 127.0.0.1 for the benchmarks
-// that start keeld processes (bench/cluster, bench/idle).
+// Package loopback holds what the benchmarks that start keeld processes on
+// 127.0.0.1 (bench/cluster, bench/idle) share: free ports, and fetching a
+// page (a pprof profile) into a file.
 //
 // The ports are found by listening on port 0 and closing the listeners
 // before returning, so another process could take one before keeld binds
@@ -7,7 +8,15 @@
 // concurrent use; it holds no state.
 package loopback
 
-import "net"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+)
 
 // FreePorts returns n distinct free loopback addresses ("127.0.0.1:port").
 // All n listeners stay open until every port is known, so no two are the
@@ -30,3 +39,34 @@ func FreePorts(n int) ([]string, error) {
 	}
 	return out, nil
 }
+
+// FetchToFile writes the body of GET url to file, and refuses (errStatus,
+// naming the URL) any status but 200. It uses http.DefaultClient, which
+// has no timeout, because a CPU profile takes as long as it was asked to;
+// ctx bounds it.
+func FetchToFile(ctx context.Context, url, file string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%w: GET %s: %d", ErrStatus, url, resp.StatusCode)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// ErrStatus is FetchToFile's error for an answer other than 200 OK.
+var ErrStatus = errors.New("loopback: unexpected HTTP status")
