@@ -86,6 +86,7 @@ func Open(o Options) (*Host, error) {
 	// for shards this host does not run.
 	if g := PeerGuardOf(nhc); g != nil {
 		g.Attach(nh)
+		g.AttachFactory(f)
 	}
 	return &Host{nh: nh, factory: f}, nil
 }

@@ -152,6 +152,14 @@ type PeerGuardStats struct {
 	// the replica would reject it and the leader would stream the whole
 	// snapshot again.
 	HeldForSnapshot uint64
+	// StagedWhileReceiving counts snapshot streams whose image was built
+	// while they arrived and handed to Raft (snaptee.go); StageFailed the
+	// streams whose staging failed (they take Dragonboat's ordinary path);
+	// StagingBytesSkipped the bytes of Dragonboat's staging files cut
+	// before they were written back.
+	StagedWhileReceiving uint64
+	StageFailed          uint64
+	StagingBytesSkipped  uint64
 }
 
 var _ config.TransportFactory = (*PeerGuard)(nil)
@@ -177,6 +185,18 @@ func PeerGuardOf(c config.NodeHostConfig) *PeerGuard {
 // right after dragonboat.NewNodeHost returns, before starting replicas.
 func (g *PeerGuard) Attach(nh *dragonboat.NodeHost) { g.nh.Store(nh) }
 
+// AttachFactory makes the guard stage each received snapshot's image while
+// its stream arrives, with the state machines f created (snaptee.go).
+func (g *PeerGuard) AttachFactory(f *Factory) {
+	lookup := stagerLookup(func(shardID, replicaID uint64) imageStager {
+		if s := f.StateMachine(shardID, replicaID); s != nil {
+			return s
+		}
+		return nil
+	})
+	g.streams.stagers.Store(&lookup)
+}
+
 // Stats returns the drop counters.
 func (g *PeerGuard) Stats() PeerGuardStats {
 	return PeerGuardStats{
@@ -186,6 +206,10 @@ func (g *PeerGuard) Stats() PeerGuardStats {
 		ForeignShard:    g.dropped[dropForeignShard].Load(),
 		NonMember:       g.dropped[dropNonMember].Load(),
 		HeldForSnapshot: g.streams.held.Load(),
+
+		StagedWhileReceiving: g.streams.teed.Load(),
+		StageFailed:          g.streams.teeFailed.Load(),
+		StagingBytesSkipped:  g.streams.shrunk.Load(),
 	}
 }
 
@@ -211,6 +235,7 @@ func dragonboatTCP(config.NodeHostConfig, raftio.MessageHandler, raftio.ChunkHan
 // (redial.go).
 func (g *PeerGuard) Create(nhc config.NodeHostConfig, handler raftio.MessageHandler, chunks raftio.ChunkHandler) raftio.ITransport {
 	g.deploymentID.Store(nhc.GetDeploymentID())
+	g.streams.nodeHostDir = nhc.NodeHostDir
 	// coalesce: message batches go out in one write (sendcoalesce.go)
 	// and come in through a buffer (recvbuffer.go);
 	// redial: a message connection outlives its peer's outage (redial.go).

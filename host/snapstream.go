@@ -56,6 +56,15 @@ type inboundStreams struct {
 	// mu guards streams.
 	mu      sync.Mutex
 	streams map[streamKey]*inbound
+
+	// stagers finds the state machine a stream is for, to stage its image
+	// while it arrives (snaptee.go); unset (nil) means no staging.
+	stagers atomic.Pointer[stagerLookup]
+	// nodeHostDir is Dragonboat's, where its staging files are.
+	nodeHostDir string
+	// teed counts streams whose image was staged while they arrived;
+	// shrunk counts the staging-file bytes that never reached the disk.
+	teed, teeFailed, shrunk atomic.Uint64
 }
 
 // streamKey names one stream as Dragonboat's chunk tracker does (shard,
@@ -73,6 +82,8 @@ type inbound struct {
 	// since is when the latest handler call started; last is when the latest
 	// one returned.
 	since, last time.Time
+	// tee stages the stream's image while it arrives; nil when not staging.
+	tee *tee
 }
 
 const (
@@ -101,6 +112,10 @@ func (in *inboundStreams) wrap(next raftio.ChunkHandler) raftio.ChunkHandler {
 // chunk passes c to next (Dragonboat's chunk tracker) and tracks its stream.
 func (in *inboundStreams) chunk(next raftio.ChunkHandler, c pb.Chunk) (ok bool) {
 	k := streamKey{shard: c.ShardID, replica: c.ReplicaID, from: c.From, index: c.Index}
+	var stager imageStager
+	if c.ChunkId == 0 {
+		stager = in.stagerFor(c)
+	}
 	in.mu.Lock()
 	s := in.streams[k]
 	if s == nil && c.ChunkId == 0 {
@@ -111,9 +126,21 @@ func (in *inboundStreams) chunk(next raftio.ChunkHandler, c pb.Chunk) (ok bool) 
 		in.streams[k] = s
 		in.n.Store(int32(len(in.streams)))
 	}
+	var t *tee
 	if s != nil {
 		s.busy++
 		s.since = time.Now()
+		if c.ChunkId == 0 {
+			// A stream starting over: Dragonboat drops what it had.
+			if s.tee != nil {
+				s.tee.abort()
+				s.tee = nil
+			}
+			if stager != nil {
+				s.tee = startTee(stager, c)
+			}
+		}
+		t = s.tee
 	}
 	in.mu.Unlock()
 	if s == nil {
@@ -121,7 +148,21 @@ func (in *inboundStreams) chunk(next raftio.ChunkHandler, c pb.Chunk) (ok bool) 
 		// timed out here): Dragonboat ignores it too.
 		return next(c)
 	}
+	var staged string
 	defer func() {
+		if t != nil && (!ok || c.IsLastChunk()) {
+			switch {
+			case staged != "" && ok:
+				// Handed to Raft: the staged image waits for
+				// RecoverFromSnapshot.
+				in.teed.Add(1)
+			case staged != "":
+				// Refused at its end: Dragonboat removed its copy.
+				t.st.DropStagedImage(staged)
+			default:
+				t.abort()
+			}
+		}
 		in.mu.Lock()
 		defer in.mu.Unlock()
 		if in.streams[k] != s {
@@ -134,7 +175,51 @@ func (in *inboundStreams) chunk(next raftio.ChunkHandler, c pb.Chunk) (ok bool) 
 			in.n.Store(int32(len(in.streams)))
 		}
 	}()
+	if t != nil {
+		t.active(true)
+		t.feed(c.Data)
+		if c.IsLastChunk() {
+			staged = in.finishTee(t, c)
+		} else {
+			defer t.active(false)
+		}
+	}
 	return next(c)
+}
+
+// stagerFor returns the state machine to stage c's stream with, or nil.
+func (in *inboundStreams) stagerFor(c pb.Chunk) imageStager {
+	if c.HasFileInfo || c.Witness {
+		return nil
+	}
+	lookup := in.stagers.Load()
+	if lookup == nil {
+		return nil
+	}
+	return (*lookup)(c.ShardID, c.ReplicaID)
+}
+
+// finishTee waits for the staging of the stream whose last chunk c is and,
+// when the image is staged, shrinks Dragonboat's staging file before
+// Dragonboat fsyncs it. It returns the staged image's name, or "".
+func (in *inboundStreams) finishTee(t *tee, c pb.Chunk) string {
+	name, err := t.finish()
+	if err != nil || t.failed {
+		in.teeFailed.Add(1)
+		return ""
+	}
+	if !t.commit() {
+		// Aborted meanwhile (the stream outlived its bounds): the abort
+		// removes the staged image, and Dragonboat's file stays whole.
+		return ""
+	}
+	if len(c.Data) == 0 {
+		// Dragonboat appends nothing more to the file, so it may be cut.
+		if n, err := shrinkStaging(in.nodeHostDir, c, t.file, t.fed); err == nil {
+			in.shrunk.Add(uint64(n))
+		}
+	}
+	return name
 }
 
 // holds reports whether a Replicate for replica of shard must be dropped
@@ -150,6 +235,9 @@ func (in *inboundStreams) holds(shard, replica uint64) bool {
 	hold := false
 	for k, s := range in.streams {
 		if !s.live(now) {
+			if s.tee != nil {
+				s.tee.abort()
+			}
 			delete(in.streams, k)
 			continue
 		}

@@ -79,13 +79,19 @@ func TestOneSaveSnapshotPerCatchUp(t *testing.T) {
 	h := ssConverged(t, clients, 60*time.Second)
 
 	mu.Lock()
-	held := guards[n.Addr].Stats().HeldForSnapshot
+	gs := guards[n.Addr].Stats()
 	mu.Unlock()
 	got := saves() - before
-	t.Logf("converged at %+v; leader SaveSnapshot calls %d, follower's stats %+v, Replicate messages held %d",
-		h, got, n.Factory.StateMachine(c.ShardID, follower).SnapshotStats(), held)
+	fst := n.Factory.StateMachine(c.ShardID, follower).SnapshotStats()
+	t.Logf("converged at %+v; leader SaveSnapshot calls %d, follower's stats %+v, guard %+v",
+		h, got, fst, gs)
 	if got != 1 {
 		t.Fatalf("the leader called SaveSnapshot %d times for one catch-up, want 1", got)
+	}
+	// The image was built while the stream arrived and adopted, and
+	// Dragonboat's staged copy was cut before it reached the disk.
+	if fst.Adopted != 1 || gs.StagedWhileReceiving != 1 || gs.StagingBytesSkipped < 16<<20 {
+		t.Fatalf("want the image staged while received and adopted, and >= 16 MiB of the staging file skipped; follower %+v, guard %+v", fst, gs)
 	}
 	if h.Keys != txns*perTxn+1 {
 		t.Fatalf("converged on %d keys, want %d", h.Keys, txns*perTxn+1)

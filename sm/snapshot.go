@@ -13,6 +13,10 @@ import (
 // snapshotCounters count snapshot work for tests, metrics and status.
 type snapshotCounters struct {
 	prepared, saved, saveFailed, received, receiveFailed atomic.Uint64
+	// staged and stageFailed count images built while their stream
+	// arrived (StageImage); adopted counts installs that published one
+	// instead of reading the stream.
+	staged, stageFailed, adopted atomic.Uint64
 	// idleCloses counts tablets closed for idleness.
 	idleCloses atomic.Uint64
 	// keptOpen counts idle checks that left the tablet open because no
@@ -33,6 +37,12 @@ type SnapshotStats struct {
 	// the streams it refused or failed to install.
 	Received      uint64 `json:"received"`
 	ReceiveFailed uint64 `json:"receive_failed"`
+	// Staged and StageFailed count images built while their stream
+	// arrived; Adopted counts installs that published such an image
+	// instead of writing the image again from Dragonboat's staged copy.
+	Staged      uint64 `json:"staged"`
+	StageFailed uint64 `json:"stage_failed"`
+	Adopted     uint64 `json:"adopted"`
 	// LastPrepare is how long the last PrepareSnapshot ran (Update is
 	// excluded for that long).
 	LastPrepare time.Duration `json:"last_prepare_ns"`
@@ -46,6 +56,9 @@ func (s *StateMachine) SnapshotStats() SnapshotStats {
 		SaveFailed:    s.stats.saveFailed.Load(),
 		Received:      s.stats.received.Load(),
 		ReceiveFailed: s.stats.receiveFailed.Load(),
+		Staged:        s.stats.staged.Load(),
+		StageFailed:   s.stats.stageFailed.Load(),
+		Adopted:       s.stats.adopted.Load(),
 		LastPrepare:   time.Duration(s.stats.lastPrepareNanos.Load()),
 	}
 }
@@ -190,13 +203,7 @@ func (s *StateMachine) recoverFromSnapshot(r io.Reader, done <-chan struct{}) er
 		return err
 	}
 	s.mu.RUnlock()
-	name, h, err := snapshot.Install(r, snapshot.InstallConfig{
-		Root:      s.root,
-		Engine:    s.cfg.Engine,
-		ShardID:   s.cfg.ShardID,
-		ReplicaID: s.cfg.ReplicaID,
-		Options:   s.cfg.Snapshot,
-	}, done)
+	name, h, err := s.installOrAdopt(r, done)
 	if err != nil {
 		return err
 	}
@@ -226,6 +233,7 @@ func (s *StateMachine) recoverFromSnapshot(r io.Reader, done <-chan struct{}) er
 		// The next Open sweeps it.
 		s.log.Warn("keel: remove replaced image", "image", oldName, "err", err)
 	}
+	s.pruneStaged(h.ImageAppliedIndex)
 	s.log.Info("keel snapshot installed", "image", name, "index", h.ImageAppliedIndex, "from", h.ReplicaID)
 	return nil
 }

@@ -94,6 +94,10 @@ type StateMachine struct {
 	saving   map[uint64]int
 	// stats counts snapshot work; read without locks.
 	stats snapshotCounters
+	// stageMu guards staging: the staged dirs (engine.Root.StageDir) being
+	// built by StageImage right now, which PruneStaged must leave alone.
+	stageMu sync.Mutex
+	staging map[string]struct{}
 }
 
 var _ statemachine.IOnDiskStateMachine = (*StateMachine)(nil)
@@ -123,6 +127,7 @@ func (s *StateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 		s.mu.Unlock()
 		s.applied.Store(applied)
 		s.touch()
+		s.pruneStaged(applied)
 		s.log.Debug("keel state machine open, tablet closed", "dir", s.cfg.Dir, "applied", applied)
 		return applied, nil
 	}
@@ -150,6 +155,9 @@ func (s *StateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 	s.touch()
 	s.armIdle()
 	s.mu.Unlock()
+	if !o.ReadOnly {
+		s.pruneStaged(applied)
+	}
 	s.log.Debug("keel state machine open", "dir", eng.Dir(), "applied", applied)
 	return applied, nil
 }

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -109,4 +110,91 @@ func classify(what string, err error) error {
 		return fmt.Errorf("%w: %s: %w", ErrCorrupt, what, err)
 	}
 	return fmt.Errorf("keel/snapshot: %s: %w", what, err)
+}
+
+// Stage reads a stream from r while it is still arriving and builds the
+// image aside, in a staged dir under cfg.Root (engine.Root.StageDir): the
+// same checks as Install, steps 1 to 3, then the dir is sealed with the
+// stream header, durably. Nothing live changes. It returns the staged
+// dir's name and the header; Adopt publishes it when Raft hands the same
+// snapshot to the state machine. On error the staged dir is removed.
+//
+// claim, if set, is called with the staged dir's name as soon as it exists,
+// before anything is written in it, so the caller can keep it from being
+// pruned while it is built.
+func Stage(r io.Reader, cfg InstallConfig, stopc <-chan struct{}, claim func(name string)) (name string, h Header, err error) {
+	fs := cfg.Root.FS
+	// The header names the index the staged dir is named for.
+	var hb [HeaderSize]byte
+	if err := readFull(r, hb[:], "header"); err != nil {
+		return "", Header{}, err
+	}
+	h, err = decodeHeader(hb[:])
+	if err != nil {
+		return "", Header{}, err
+	}
+	staged := engine.NewStagedName(h.SnapshotIndex)
+	if claim != nil {
+		claim(staged)
+	}
+	sealed := false
+	defer func() {
+		if !sealed {
+			_ = cfg.Root.RemoveStaged(staged)
+		}
+	}()
+	imgDir, err := cfg.Root.StageDir(staged)
+	if err != nil {
+		return "", Header{}, err
+	}
+	if _, err := ReadStream(io.MultiReader(bytes.NewReader(hb[:]), r), fs, imgDir, cfg.ShardID, cfg.Options, stopc); err != nil {
+		return "", Header{}, err
+	}
+	if h.ImageAppliedIndex != h.SnapshotIndex {
+		return "", Header{}, fmt.Errorf("%w: header says image %d, snapshot %d", ErrInexact, h.ImageAppliedIndex, h.SnapshotIndex)
+	}
+	if err := stampImage(imgDir, cfg, h); err != nil {
+		return "", Header{}, err
+	}
+	if err := syncDir(fs, imgDir); err != nil {
+		return "", Header{}, err
+	}
+	if err := cfg.Root.SealStaged(staged, hb[:]); err != nil {
+		return "", Header{}, err
+	}
+	sealed = true
+	return staged, h, nil
+}
+
+// ReadHeader reads and checks a stream's header from r.
+func ReadHeader(r io.Reader) (Header, error) {
+	var hb [HeaderSize]byte
+	if err := readFull(r, hb[:], "header"); err != nil {
+		return Header{}, err
+	}
+	return decodeHeader(hb[:])
+}
+
+// Encode returns the header as the stream carries it.
+func (h Header) Encode() []byte { b := h.encode(); return b[:] }
+
+// FindStaged looks under root for an image staged from a stream with
+// header h (Stage) and returns its staged dir's name; the caller publishes
+// it with engine.Root.AdoptStaged. found is false when there is none; the
+// caller then installs from the stream. Any sealed image staged for
+// h.SnapshotIndex from an identical header will do: Keel's images are
+// exact, so every image at that index holds the same state, and the header
+// names the shard, the index, the sender and the sizes.
+func FindStaged(root engine.Root, h Header) (name string, found bool, err error) {
+	list, err := root.ListStaged()
+	if err != nil {
+		return "", false, err
+	}
+	want := h.Encode()
+	for i := len(list) - 1; i >= 0; i-- {
+		if s := list[i]; s.Index == h.SnapshotIndex && bytes.Equal(s.Sealed, want) {
+			return s.Name, true, nil
+		}
+	}
+	return "", false, nil
 }

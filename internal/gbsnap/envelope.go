@@ -224,24 +224,30 @@ func (er *EnvelopeReader) Payload() io.Reader { return er.payload }
 // ReadSessions reads and skips Dragonboat's session table at the start of
 // the payload, returning the session count.
 func (er *EnvelopeReader) ReadSessions() (uint64, error) {
+	return readSessions(er.payload, er.payloadErr)
+}
+
+// readSessions reads and skips a session table from payload; perr words a
+// failure to read it.
+func readSessions(payload io.Reader, perr func(what string, err error) error) (uint64, error) {
 	var b [16]byte
-	if _, err := io.ReadFull(er.payload, b[:]); err != nil {
-		return 0, er.payloadErr("session table", err)
+	if _, err := io.ReadFull(payload, b[:]); err != nil {
+		return 0, perr("session table", err)
 	}
 	count := binary.LittleEndian.Uint64(b[8:])
 	if count > maxSessions {
 		return 0, envErr("session table claims %d sessions", count)
 	}
 	for i := uint64(0); i < count; i++ {
-		if _, err := io.ReadFull(er.payload, b[:8]); err != nil {
-			return 0, er.payloadErr(fmt.Sprintf("session %d", i), err)
+		if _, err := io.ReadFull(payload, b[:8]); err != nil {
+			return 0, perr(fmt.Sprintf("session %d", i), err)
 		}
 		n := binary.LittleEndian.Uint64(b[:8])
 		if n > maxSessionRecord {
 			return 0, envErr("session %d of %d bytes", i, n)
 		}
-		if _, err := io.CopyN(io.Discard, er.payload, int64(n)); err != nil {
-			return 0, er.payloadErr(fmt.Sprintf("session %d", i), err)
+		if _, err := io.CopyN(io.Discard, payload, int64(n)); err != nil {
+			return 0, perr(fmt.Sprintf("session %d", i), err)
 		}
 	}
 	return count, nil

@@ -68,6 +68,8 @@ type node struct {
 	httpAddr string
 	raftAddr string
 	extra    []string
+	// env is added to the process's environment.
+	env []string
 
 	proc *proctest.Proc // the current run, replaced by start
 }
@@ -87,7 +89,11 @@ func (n *node) args() []string {
 // start runs the process; it does not wait for readiness.
 func (n *node) start() {
 	n.t.Helper()
-	p, err := proctest.Start(n.t, n.name, exec.Command(keeldBin, n.args()...))
+	cmd := exec.Command(keeldBin, n.args()...)
+	if len(n.env) > 0 {
+		cmd.Env = append(os.Environ(), n.env...)
+	}
+	p, err := proctest.Start(n.t, n.name, cmd)
 	if err != nil {
 		n.t.Fatal(err)
 	}

@@ -20,6 +20,8 @@ type shardSummary struct {
 	Members           map[string]string `json:"members"`
 	Keys              uint64            `json:"keys"`
 	SnapshotsReceived uint64            `json:"snapshots_received"`
+	SnapshotsStaged   uint64            `json:"snapshots_staged"`
+	SnapshotsAdopted  uint64            `json:"snapshots_adopted"`
 }
 
 func shardLines(n *node) (map[uint64]shardSummary, error) {

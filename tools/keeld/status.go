@@ -93,6 +93,11 @@ type shardStatus struct {
 	// Keel's on-disk state machine are metadata only and never installed,
 	// so they do not count.
 	SnapshotsReceived uint64 `json:"snapshots_received"`
+	// SnapshotsStaged counts received images built while their stream
+	// arrived, and SnapshotsAdopted the installs that published such an
+	// image instead of writing it again from Dragonboat's staged copy.
+	SnapshotsStaged  uint64 `json:"snapshots_staged"`
+	SnapshotsAdopted uint64 `json:"snapshots_adopted"`
 }
 
 // shardStatuses describes every shard this process hosts, in shard order.
@@ -112,7 +117,8 @@ func (s *server) shardStatuses() []shardStatus {
 		}
 		if m := s.factory.StateMachine(p.ShardID, p.ReplicaID); m != nil {
 			ss.AppliedIndex = m.AppliedIndex()
-			ss.SnapshotsReceived = m.SnapshotStats().Received
+			st := m.SnapshotStats()
+			ss.SnapshotsReceived, ss.SnapshotsStaged, ss.SnapshotsAdopted = st.Received, st.Staged, st.Adopted
 		}
 		if lr, err := s.nh.GetLogReader(p.ShardID); err == nil {
 			ss.LogFirstIndex, ss.LogLastIndex = lr.GetRange()

@@ -46,6 +46,10 @@ type Options struct {
 	NodeHost func(*config.NodeHostConfig)
 	// Plugin adjusts the Keel config (RootDir is set per replica).
 	Plugin func(*host.Config)
+	// NoStaging keeps a PeerGuard set by NodeHost from staging received
+	// snapshot images while their streams arrive (host.PeerGuard
+	// AttachFactory), as before that existed.
+	NoStaging bool
 	// RTTMillisecond defaults to 5.
 	RTTMillisecond uint64
 	// WrapStateMachine, if set, wraps every state machine the replica's
@@ -214,6 +218,9 @@ func (c *Cluster) start(id uint64, addr string, members map[uint64]dragonboat.Ta
 	if err != nil {
 		nh.Close()
 		c.t.Fatalf("replica %d: factory: %v", id, err)
+	}
+	if g := host.PeerGuardOf(nhc); g != nil && !c.opts.NoStaging {
+		g.AttachFactory(f)
 	}
 	sc := host.ShardConfig(c.ShardID, id)
 	if c.opts.Shard != nil {

@@ -1,0 +1,176 @@
+package engine
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Staged images: an image built from a snapshot stream while the stream was
+// still arriving, kept aside until Raft hands the same snapshot to the state
+// machine (see package snapshot, "Receiving while the stream arrives").
+//
+// Layout: <root>/stg-<index, 20 digits>-<random>/ holds img/ (the image, a
+// Pebble directory) and, once the image is complete and durable, SEALED
+// (the stream header it was built from). A staged dir is never touched by
+// Sweep (its prefix is not tmp-): it must survive restarts, because Raft may
+// have recorded the snapshot before the process died and will ask for it
+// again. Whoever owns the root removes staged dirs it no longer needs
+// (RemoveStaged, PruneStaged).
+const (
+	stagedPrefix = "stg-"
+	stagedImage  = "img"
+	sealedFile   = "SEALED"
+)
+
+// Staged is one staged image.
+type Staged struct {
+	// Name is the staged dir's name under the root.
+	Name string
+	// Index is the snapshot index it was staged for.
+	Index uint64
+	// Sealed is the stream header recorded when the image was complete and
+	// durable; nil for a dir whose staging did not finish.
+	Sealed []byte
+}
+
+// NewStagedName names a fresh staged dir for a snapshot at index.
+func NewStagedName(index uint64) string {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	return fmt.Sprintf("%s%020d-%s", stagedPrefix, index, hex.EncodeToString(rnd[:]))
+}
+
+// StageDir creates the staged dir name (NewStagedName) with its empty image
+// dir and returns the image dir's path.
+func (r Root) StageDir(name string) (imageDir string, err error) {
+	if _, ok := parseStagedName(name); !ok {
+		return "", fmt.Errorf("keel/engine: %q is not a staged dir", name)
+	}
+	imageDir = r.FS.PathJoin(r.Dir, name, stagedImage)
+	if err := r.FS.MkdirAll(imageDir, 0o755); err != nil {
+		return "", fmt.Errorf("keel/engine: create %s: %w", imageDir, err)
+	}
+	return imageDir, nil
+}
+
+// SealStaged records header in the staged dir name, making its image
+// eligible for AdoptStaged. The image must be complete and fsynced; Seal
+// makes its dir entries durable: the staged dir, then the root.
+func (r Root) SealStaged(name string, header []byte) error {
+	dir := r.FS.PathJoin(r.Dir, name)
+	tmp := r.FS.PathJoin(dir, sealedFile+".tmp")
+	f, err := r.FS.Create(tmp, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return fmt.Errorf("keel/engine: seal %s: %w", name, err)
+	}
+	if _, err := f.Write(header); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("keel/engine: seal %s: %w", name, err)
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("keel/engine: seal %s: %w", name, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("keel/engine: seal %s: %w", name, err)
+	}
+	if err := r.FS.Rename(tmp, r.FS.PathJoin(dir, sealedFile)); err != nil {
+		return fmt.Errorf("keel/engine: seal %s: %w", name, err)
+	}
+	if err := syncDir(r.FS, dir); err != nil {
+		return err
+	}
+	return r.syncDir()
+}
+
+// ListStaged lists the staged dirs under the root, oldest index first.
+func (r Root) ListStaged() ([]Staged, error) {
+	names, err := r.FS.List(r.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("keel/engine: list %s: %w", r.Dir, err)
+	}
+	var out []Staged
+	for _, n := range names {
+		idx, ok := parseStagedName(n)
+		if !ok {
+			continue
+		}
+		s := Staged{Name: n, Index: idx}
+		if b, err := r.readSealed(n); err == nil {
+			s.Sealed = b
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Index < out[j].Index || (out[i].Index == out[j].Index && out[i].Name < out[j].Name)
+	})
+	return out, nil
+}
+
+func parseStagedName(n string) (uint64, bool) {
+	if !strings.HasPrefix(n, stagedPrefix) || len(n) < len(stagedPrefix)+21 || n[len(stagedPrefix)+20] != '-' {
+		return 0, false
+	}
+	idx, err := strconv.ParseUint(n[len(stagedPrefix):len(stagedPrefix)+20], 10, 64)
+	return idx, err == nil
+}
+
+// readSealed returns the SEALED record of a staged dir. The record is at
+// most a stream header; a larger file is not Keel's.
+func (r Root) readSealed(name string) ([]byte, error) {
+	f, err := r.FS.Open(r.FS.PathJoin(r.Dir, name, sealedFile))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, 4096))
+}
+
+// AdoptStaged publishes the image of the staged dir name as the live image
+// (Publish: rename, then the atomic CURRENT swap) and removes the emptied
+// staged dir. It returns the new image's name.
+func (r Root) AdoptStaged(name string) (string, error) {
+	img, err := r.Publish(r.FS.PathJoin(r.Dir, name, stagedImage))
+	if err != nil {
+		return "", err
+	}
+	// Best effort: what is left is the SEALED record, pruned later.
+	_ = r.FS.RemoveAll(r.FS.PathJoin(r.Dir, name))
+	return img, nil
+}
+
+// RemoveStaged deletes a staged dir.
+func (r Root) RemoveStaged(name string) error {
+	if _, ok := parseStagedName(name); !ok {
+		return fmt.Errorf("keel/engine: %q is not a staged dir", name)
+	}
+	return r.FS.RemoveAll(r.FS.PathJoin(r.Dir, name))
+}
+
+// PruneStaged removes the staged dirs no longer needed once the replica's
+// applied index is applied: those staged for an index at or below it, and
+// those never sealed, except the ones keep names (stagings in progress).
+func (r Root) PruneStaged(applied uint64, keep func(name string) bool) error {
+	list, err := r.ListStaged()
+	if err != nil {
+		return err
+	}
+	for _, s := range list {
+		if keep != nil && keep(s.Name) {
+			continue
+		}
+		if s.Index <= applied || s.Sealed == nil {
+			if err := r.RemoveStaged(s.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
