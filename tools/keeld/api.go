@@ -371,7 +371,8 @@ func (s *server) handleDeleteMember(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	if err := s.checkDelete(ctx, shard, id); err != nil {
+	voting, err := s.checkDelete(ctx, shard, id)
+	if err != nil {
 		s.fail(w, fmt.Errorf("delete replica %d: %w", id, err))
 		return
 	}
@@ -380,7 +381,7 @@ func (s *server) handleDeleteMember(w http.ResponseWriter, r *http.Request) {
 	ls := s.route.hosted(shard)
 	own := ls != nil && id == s.replicaOf(shard)
 	if own {
-		err = s.removeOwnReplica(ctx, shard, id)
+		err = s.removeOwnReplica(ctx, shard, id, voting)
 	} else {
 		err = s.nh.SyncRequestDeleteReplica(ctx, shard, id, 0)
 	}

@@ -135,23 +135,26 @@ func (*deletions) LogDBCompacted(raftio.EntryInfo)             {}
 var _ raftio.ISystemEventListener = (*deletions)(nil)
 
 // removeOwnReplica removes replica id, this process's replica of shard,
-// from the shard's membership: it makes the replica the leader, proposes
-// the removal there and answers nil only once the replica applied it. An
-// error means the removal may not have happened (a retry is safe: a
-// replica that did leave is then refused as not a member, 404).
-func (s *server) removeOwnReplica(ctx context.Context, shard, id uint64) error {
+// from the shard's membership: it makes the replica the leader (when it
+// votes: a non-voting replica or witness cannot lead and is removed as it
+// is), proposes the removal there and answers nil only once the replica
+// applied it. An error means the removal may not have happened; a retry
+// is safe (a replica that did leave is then refused as not a member, 404).
+func (s *server) removeOwnReplica(ctx context.Context, shard, id uint64, voting bool) error {
 	if s.deletions == nil { // a bare test server: no listener
 		return s.nh.SyncRequestDeleteReplica(ctx, shard, id, 0)
 	}
-	// The transfer gets half the time left; the removal the rest.
-	tctx := ctx
-	if dl, ok := ctx.Deadline(); ok {
-		var cancel context.CancelFunc
-		tctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)/2))
-		defer cancel()
-	}
-	if err := s.leadShard(tctx, shard, id); err != nil {
-		return err
+	if voting {
+		// The transfer gets half the time left; the removal the rest.
+		tctx := ctx
+		if dl, ok := ctx.Deadline(); ok {
+			var cancel context.CancelFunc
+			tctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)/2))
+			defer cancel()
+		}
+		if err := s.leadShard(tctx, shard, id); err != nil {
+			return err
+		}
 	}
 	err := s.nh.SyncRequestDeleteReplica(ctx, shard, id, 0)
 	if err == nil {
