@@ -92,11 +92,19 @@ func (d *deletions) chanFor(k replicaKey) chan struct{} {
 // wait reports whether replica of shard applied its own removal, waiting
 // for it at most until ctx is done.
 func (d *deletions) wait(ctx context.Context, shard, replica uint64) bool {
+	c := d.chanFor(replicaKey{shard, replica})
 	select {
-	case <-d.chanFor(replicaKey{shard, replica}):
+	case <-c:
 		return true
 	case <-ctx.Done():
-		return false
+		// A select picks at random among ready cases: an event that
+		// came as ctx ended still counts.
+		select {
+		case <-c:
+			return true
+		default:
+			return false
+		}
 	}
 }
 
