@@ -28,12 +28,16 @@ package main
 // So keeld first makes the local replica the shard's leader: a leader
 // computes the commit index itself, so it applies its own removal (and
 // steps down); the other members commit the entry under their next leader
-// even when the old leader's last messages are lost. And the answer is
-// the NodeDeleted event Dragonboat publishes when a replica applies a
-// membership without itself (node.applyConfigChange, RestoreRemotes),
-// whatever the request returned: it only exists once the removal is
-// committed, so a removal is never reported that did not happen. The cost
-// is an election in the shard after the removal, as when a leader fails.
+// even when the old leader's last messages are lost (a majority holds it,
+// so only a holder can win the election). Only a leader that loses the
+// leadership before the entry commits can still miss it, and then the
+// answer is an error. And the answer is the NodeDeleted event Dragonboat
+// publishes when a replica applies a membership without itself
+// (node.applyConfigChange, RestoreRemotes), whatever the request
+// returned: it only exists once the removal is committed, so a removal is
+// never reported that did not happen. The cost is an election in the
+// shard after the removal, as when a leader fails: a write another member
+// forwarded to the old leader meanwhile is lost and times out (503).
 
 import (
 	"context"
