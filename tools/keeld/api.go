@@ -371,23 +371,37 @@ func (s *server) handleDeleteMember(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	if err := s.checkDelete(ctx, shard, id); err != nil {
+	voting, err := s.checkDelete(ctx, shard, id)
+	if err != nil {
 		s.fail(w, fmt.Errorf("delete replica %d: %w", id, err))
 		return
 	}
-	if err := s.nh.SyncRequestDeleteReplica(ctx, shard, id, 0); err != nil {
+	// This process's own replica cannot be trusted to hear of its own
+	// removal (selfremove.go).
+	ls := s.route.hosted(shard)
+	own := ls != nil && id == s.replicaOf(shard)
+	if own {
+		err = s.removeOwnReplica(ctx, shard, id, voting)
+	} else {
+		err = s.nh.SyncRequestDeleteReplica(ctx, shard, id, 0)
+	}
+	if err != nil {
 		s.fail(w, fmt.Errorf("delete replica %d: %w", id, err))
 		return
 	}
 	out := map[string]any{"shard": shard, "removed": id}
 	// This process's own replica: it is no longer a member, so its Raft
 	// data and its tablet go too, and the disk comes back.
-	if ls := s.route.hosted(shard); ls != nil && s.removeReplica != nil && id == s.replicaOf(shard) {
+	if own && s.removeReplica != nil {
 		ls.removed.Store(true)
 		if s.metrics != nil {
 			s.metrics.compactors.Remove(shard, id) // its log is gone
 		}
-		freed, err := s.removeReplica(ctx, shard, id)
+		// The removal may have used up the request's deadline; the
+		// cleanup has its own.
+		cctx, ccancel := context.WithTimeout(context.Background(), requestTimeout)
+		defer ccancel()
+		freed, err := s.removeReplica(cctx, shard, id)
 		if err != nil {
 			s.log.Warn("removed replica's data not deleted", "shard", shard, "replica", id, "err", err)
 			out["cleanup_error"] = err.Error()

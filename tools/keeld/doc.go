@@ -59,7 +59,8 @@
 //	POST   /admin/snapshot      request a snapshot; {"index":n}
 //	POST   /admin/export        exported snapshot under --export-dir
 //	POST   /admin/members/{id}  addr=host:port in the query or body
-//	DELETE /admin/members/{id}  404 unless id is a member
+//	DELETE /admin/members/{id}  404 unless id is a member; this process's
+//	                            own replica leads first (selfremove.go)
 //	/admin/shards/{s}/snapshot, /export, /members/{id}: the same, for shard s
 //	POST   /admin/shards/{s}/join  start this process's replica of s, joining
 //	GET    /admin/shards/{s}/hash  this process's replica's StateHash

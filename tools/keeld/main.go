@@ -94,6 +94,9 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	if err != nil {
 		return err
 	}
+	// The NodeHost's events tell DELETE .../members/{own ID} that the
+	// removal was applied (selfremove.go).
+	dels := newDeletions()
 	kc := host.Config{RootDir: cfg.SMDir(), Logger: logger, SnapshotStreamBytesPerSecond: cfg.SnapshotRateMiB << 20}
 	// Keel's Pebble runs on the guard's ENOSPC handler too, and a received
 	// snapshot must leave the reserve free.
@@ -111,6 +114,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 			nhc.DeploymentID = host.DeploymentID(cfg.ClusterID)
 			nhc.Expert.FS = host.DiskFullFS(lnivfs.Default, disk)
 			cfg.Security.applyRaftTLS(nhc)
+			nhc.SystemEventListener = dels
 		},
 		NewFactory: newFactory,
 	})
@@ -145,6 +149,7 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	srv := newServer(nh, factory, svc, cfg, logger)
 	srv.disk = disk
 	srv.removeReplica = h.RemoveReplica
+	srv.deletions = dels
 	srv.metrics.reg.MustRegister(disk)
 	// Connection cap and TLS wrap the listener; the token check runs before
 	// any handler, so a refused request reads and changes nothing.

@@ -43,15 +43,19 @@ func (s *server) checkAdd(ctx context.Context, shard, id uint64, addr string) er
 	return nil
 }
 
-// checkDelete refuses (404) removing an ID that is not a member.
-func (s *server) checkDelete(ctx context.Context, shard, id uint64) error {
+// checkDelete refuses (404) removing an ID that is not a member, and
+// reports whether it is a voting one (only those can lead).
+func (s *server) checkDelete(ctx context.Context, shard, id uint64) (voting bool, err error) {
 	m, err := s.membership(ctx, shard)
 	if err != nil {
-		return fmt.Errorf("read membership: %w", err)
+		return false, fmt.Errorf("read membership: %w", err)
 	}
-	for _, set := range []map[uint64]string{m.Nodes, m.NonVotings, m.Witnesses} {
+	if _, ok := m.Nodes[id]; ok {
+		return true, nil
+	}
+	for _, set := range []map[uint64]string{m.NonVotings, m.Witnesses} {
 		if _, ok := set[id]; ok {
-			return nil
+			return false, nil
 		}
 	}
 	ids := make([]uint64, 0, len(m.Nodes))
@@ -59,7 +63,7 @@ func (s *server) checkDelete(ctx context.Context, shard, id uint64) error {
 		ids = append(ids, i)
 	}
 	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
-	return fmt.Errorf("%w: replica %d is not a member of shard %d (voting members: %v)", errNotFound, id, shard, ids)
+	return false, fmt.Errorf("%w: replica %d is not a member of shard %d (voting members: %v)", errNotFound, id, shard, ids)
 }
 
 // membership reads shard's membership through the leader, retrying while

@@ -42,12 +42,16 @@ type server struct {
 	// removeReplica deletes a removed replica's Raft data and tablet
 	// (host.Host.RemoveReplica); nil in tests that build a bare server.
 	removeReplica func(ctx context.Context, shardID, replicaID uint64) (int64, error)
-	factory       *host.Factory
-	svc           *services
-	cfg           config
-	log           *slog.Logger
-	metrics       *metrics
-	started       time.Time
+	// deletions is the NodeHost's event listener, which tells when one of
+	// this process's replicas applied its own removal (selfremove.go);
+	// nil in tests that build a bare server.
+	deletions *deletions
+	factory   *host.Factory
+	svc       *services
+	cfg       config
+	log       *slog.Logger
+	metrics   *metrics
+	started   time.Time
 	// disk refuses writes while the disk is over its reserve; nil in
 	// tests that build a server without one.
 	disk *diskGuard

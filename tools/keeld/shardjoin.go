@@ -14,8 +14,10 @@ package main
 //     from then on; the leader brings it up to date (by a snapshot when
 //     its log was compacted).
 //  3. Wait until B's /status lists S with the applied index of the others.
-//  4. DELETE /admin/shards/S/members/A on A: A leaves and deletes its
-//     replica's data; requests for S reaching A are forwarded.
+//  4. DELETE /admin/shards/S/members/A on A: A takes S's leadership,
+//     leaves (S then elects a new leader, as after a leader failure) and
+//     deletes its replica's data; requests for S reaching A are
+//     forwarded. Why A must lead: selfremove.go.
 //  5. Edit the shard map on every host (S's hosts: B instead of A). Every
 //     process reads the map only at start-up; until it restarts, a
 //     process's forwarding uses the old list, which still reaches S (A
