@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -176,14 +177,58 @@ func load(b *testing.B, cl *client.Client, total, valueSize, perTxn, workers int
 // BenchmarkCatchUp: one follower catch-up by snapshot per iteration (run
 // it with -benchtime 1x; each iteration builds a fresh cluster).
 // KEEL_CATCHUP_MB (default 200) is the data written behind the follower.
+//
+// Each iteration runs two catch-ups, one with the follower staging the
+// image while the stream arrives (host/snaptee.go, the default) and one
+// without (testcluster.Options.NoStaging: the install reads Dragonboat's
+// staged copy, as before), in alternating order, KEEL_CATCHUP_ROUNDS
+// (default 1) times, so the two compare within one run.
 func BenchmarkCatchUp(b *testing.B) {
 	mb := envInt(b, "KEEL_CATCHUP_MB", 200)
+	rounds := envInt(b, "KEEL_CATCHUP_ROUNDS", 1)
 	for i := 0; i < b.N; i++ {
-		catchUp(b, mb)
+		for r := 0; r < rounds; r++ {
+			modes := []bool{true, false}
+			if r%2 == 1 {
+				modes = []bool{false, true}
+			}
+			for _, staging := range modes {
+				b.Run(fmt.Sprintf("staging=%v", staging), func(b *testing.B) {
+					for j := 0; j < b.N; j++ {
+						catchUp(b, mb, staging)
+					}
+				})
+			}
+		}
 	}
 }
 
-func catchUp(b *testing.B, mb int) {
+// procIO reads this process's write_bytes and cancelled_write_bytes from
+// /proc/self/io: bytes it sent (or will send) to the disk, and bytes it
+// dirtied that were dropped before writeback (a file truncated). Zero
+// where /proc is missing.
+func procIO() (written, cancelled int64) {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "write_bytes":
+			written = n
+		case "cancelled_write_bytes":
+			cancelled = n
+		}
+	}
+	return written, cancelled
+}
+
+func catchUp(b *testing.B, mb int, staging bool) {
 	b.StopTimer()
 	var mu sync.Mutex
 	obs := map[uint64]*counters{}
@@ -208,7 +253,8 @@ func catchUp(b *testing.B, mb int) {
 			mu.Unlock()
 			nhc.Expert.TransportFactory = g
 		},
-		Shard: func(sc *config.Config) { sc.CompactionOverhead = 0 },
+		Shard:     func(sc *config.Config) { sc.CompactionOverhead = 0 },
+		NoStaging: !staging,
 		WrapStateMachine: func(id uint64, s statemachine.IOnDiskStateMachine) statemachine.IOnDiskStateMachine {
 			return observed{s, get(id)}
 		},
@@ -266,6 +312,7 @@ func catchUp(b *testing.B, mb int) {
 		}()
 	}
 	b.StartTimer()
+	w0, c0 := procIO()
 	start := time.Now()
 	fn := c.Start(follower)
 	started := time.Since(start)
@@ -275,6 +322,7 @@ func catchUp(b *testing.B, mb int) {
 	})
 	el := time.Since(start)
 	b.StopTimer()
+	w1, c1 := procIO()
 
 	// Let a second stream, if one is coming, show itself before counting.
 	deadline := time.Now().Add(2 * time.Second)
@@ -282,7 +330,9 @@ func catchUp(b *testing.B, mb int) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	saves := ls.saves.Load() - savesBefore
-	image := fs.recoverBytes.Load()
+	// The image is what the leader's SaveSnapshot wrote: with staging the
+	// follower's RecoverFromSnapshot reads only the stream's header.
+	image := ls.saveBytes.Load() - saveBytesBefore
 	rate := float64(image) / 1e6 / el.Seconds()
 	at := func(t time.Time) string {
 		if t.IsZero() {
@@ -304,6 +354,11 @@ func catchUp(b *testing.B, mb int) {
 	held := guards[c.Nodes[follower].Addr].Stats().HeldForSnapshot
 	mu.Unlock()
 	b.Logf("follower's transport held %d Replicate messages while the stream was in flight", held)
+	written, cancelled := w1-w0, c1-c0
+	b.Logf("staging %v: the process wrote %.1f MB to the disk during the catch-up (%.1f MB more dirtied and dropped before writeback): %.2f bytes per image byte; follower %+v",
+		staging, float64(written-cancelled)/1e6, float64(cancelled)/1e6, float64(written-cancelled)/float64(max(image, 1)),
+		fn.Factory.StateMachine(c.ShardID, follower).SnapshotStats())
+	b.ReportMetric(float64(written-cancelled)/float64(max(image, 1)), "disk-bytes/image-byte")
 	b.ReportMetric(el.Seconds(), "s/catchup")
 	b.ReportMetric(rate, "MB/s")
 	b.ReportMetric(disk, "disk-MB/s")
