@@ -26,6 +26,11 @@
 //	<root>/CURRENT          "img-000000000000000N\n", replaced atomically
 //	<root>/img-<16 digits>/ a complete Pebble database
 //	<root>/tmp-*            work in progress (checkpoints, incoming images)
+//	<root>/stg-<20 digits>-<random>/
+//	                        an image staged for a snapshot at that index
+//	                        while its stream arrived: img/ (the image) and,
+//	                        once it is complete and durable, SEALED (the
+//	                        stream header it came from); see staged.go
 //
 // CURRENT is only ever replaced by writing a temp file, fsyncing it, renaming
 // it over CURRENT and fsyncing the root. The root itself is created with the
@@ -33,7 +38,12 @@
 // the first writable open in a process (an earlier run may have crashed
 // between the mkdir and that fsync), so a crash cannot drop the whole root. On Open, every img-*
 // that CURRENT does not name and every tmp-* is removed: they are leftovers
-// of a crash in the middle of an install or a checkpoint.
+// of a crash in the middle of an install or a checkpoint. Staged dirs are
+// not: Raft may have recorded their snapshot before the crash and ask for
+// it again from a copy that no longer holds the data (package snapshot,
+// "Receiving while the stream arrives"), so their owner prunes them
+// (PruneStaged) only once the applied index reached them, or when they
+// were never sealed.
 //
 // # Durability: WAL-less tablets
 //

@@ -26,7 +26,12 @@
 //     ID, a shard not hosted). It also shortens catch-ups: it holds back a
 //     replica's Replicate messages while a snapshot stream for it is still
 //     being received (snapstream.go; without it the leader streamed the
-//     whole image a second time), and its message connections outlive a
+//     whole image a second time); with AttachFactory (Open calls it) it
+//     hands every stream, chunk by chunk, to the receiving state machine,
+//     which builds the image aside while it arrives, and then cuts
+//     Dragonboat's own staged copy of the stream to its first block before
+//     Dragonboat fsyncs it (snaptee.go), so the image is written to the
+//     disk once, not twice; and its message connections outlive a
 //     peer's outage so a restarted peer hears from this host within 50 ms,
 //     not after Dragonboat's circuit breaker backoff (redial.go). Without
 //     MutualTLS the transport sends each message batch in one write

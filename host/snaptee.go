@@ -78,8 +78,14 @@ var errTeeAborted = errors.New("keel/host: snapshot stream abandoned")
 // for this stream (the staging file's size); name and err are written by
 // the staging goroutine before done is closed and read only after.
 type tee struct {
-	st       imageStager
-	pw       *io.PipeWriter
+	st imageStager
+	pw *io.PipeWriter
+	// queue carries chunk data to the pump, which writes it into pw: the
+	// handler waits for the staging only when teeQueue chunks are
+	// queued, so Dragonboat's own write of a chunk overlaps the staging of
+	// the ones before. pumped is closed when the pump has ended.
+	queue    chan []byte
+	pumped   chan struct{}
 	stopc    chan struct{}
 	stopOnce sync.Once
 	done     chan struct{}
@@ -91,6 +97,9 @@ type tee struct {
 	// Used only by the chunk handler's goroutine (one call at a time per
 	// stream).
 	fed    int64
+	closed bool
+	// failed is set by the pump when a write into pw failed (the staging
+	// ended early); read after pumped is closed.
 	failed bool
 
 	name  string
@@ -103,12 +112,16 @@ type tee struct {
 const (
 	teeIdle = streamIdle
 	teeBusy = streamBusyMax
+	// teeQueue is how many chunks (2 MiB each) may wait for the staging.
+	teeQueue = 4
 )
 
 func startTee(st imageStager, first pb.Chunk) *tee {
 	pr, pw := io.Pipe()
-	t := &tee{st: st, pw: pw, stopc: make(chan struct{}), done: make(chan struct{}), file: filepath.Base(first.Filepath)}
+	t := &tee{st: st, pw: pw, queue: make(chan []byte, teeQueue), pumped: make(chan struct{}),
+		stopc: make(chan struct{}), done: make(chan struct{}), file: filepath.Base(first.Filepath)}
 	t.watchdog = time.AfterFunc(teeBusy, t.abort)
+	go t.pump()
 	go func() {
 		defer close(t.done)
 		t.name, t.index, t.err = stageFrom(st, pr, t.stopc)
@@ -141,21 +154,55 @@ func stageFrom(st imageStager, pr *io.PipeReader, stopc <-chan struct{}) (string
 	return name, index, nil
 }
 
-// feed passes a chunk's data on, unless the staging already failed.
+// pump writes the queued chunk data into the pipe until the queue is
+// closed (or the tee aborted); after a failed write it only drains the
+// queue.
+func (t *tee) pump() {
+	defer close(t.pumped)
+	for {
+		select {
+		case data, ok := <-t.queue:
+			if !ok {
+				return
+			}
+			if t.failed {
+				continue
+			}
+			if _, err := t.pw.Write(data); err != nil {
+				t.failed = true
+			}
+		case <-t.stopc:
+			// Aborted: nothing more reaches the staging.
+			t.failed = true
+			return
+		}
+	}
+}
+
+// feed queues a chunk's data for the staging. Chunk data is the handler's
+// own (Dragonboat's Chunk.Unmarshal copies it), so it is queued as is.
 func (t *tee) feed(data []byte) {
 	t.fed += int64(len(data))
-	if t.failed || len(data) == 0 {
+	if len(data) == 0 || t.closed {
 		return
 	}
-	if _, err := t.pw.Write(data); err != nil {
-		t.failed = true
+	select {
+	case t.queue <- data:
+	case <-t.stopc:
 	}
 }
 
 // finish ends the stream and waits for the staging's outcome.
 func (t *tee) finish() (name string, err error) {
 	t.watchdog.Stop()
-	_ = t.pw.Close()
+	t.closed = true
+	close(t.queue)
+	<-t.pumped
+	if t.failed {
+		_ = t.pw.CloseWithError(errTeeAborted)
+	} else {
+		_ = t.pw.Close()
+	}
 	<-t.done
 	if t.err != nil {
 		return "", t.err

@@ -65,6 +65,12 @@
 // into the snapshot package, whose documentation gives the design and the
 // stream format. While a capture is pending, Update records the keys it
 // writes in the state machine's snapshot.Tracker before committing.
+// StageImage (staged.go) builds a received image aside while its stream
+// is still arriving, called by host's transport, and RecoverFromSnapshot
+// then publishes that image when the stream's header matches it instead of
+// reading the stream; Open and every install prune the staged images the
+// applied index has passed (snapshot package, "Receiving while the stream
+// arrives").
 //
 // # Idle tablets
 //
@@ -118,7 +124,9 @@
 //
 // Dragonboat serialises Open, Update, Sync, PrepareSnapshot,
 // RecoverFromSnapshot and Close. Lookup and SaveSnapshot run concurrently
-// with them, and so does the idle timer. StateMachine.mu is held shared by
+// with them, and so does the idle timer. StageImage runs on the
+// transport's goroutine, concurrently with everything: it writes only its
+// own staged dir, which stageMu keeps from being pruned while it is built. StateMachine.mu is held shared by
 // Lookup and Update for the whole call and exclusively only to open, swap
 // or close the engine, so a call never sees a closed engine.
 package sm

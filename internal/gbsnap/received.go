@@ -93,8 +93,9 @@ func parseStreamHeader(b []byte) (pb.SnapshotHeader, error) {
 // block's checksum and, at the end, the tail.
 type streamBlocks struct {
 	r *bufio.Reader
-	// cur is the rest of the current block's payload.
+	// cur is the rest of the current block's payload, in buf.
 	cur []byte
+	buf []byte
 	// total counts block bytes (with checksums) read, for the tail.
 	total  uint64
 	blocks int
@@ -121,7 +122,11 @@ func (b *streamBlocks) next() error {
 	const full = envBlockSize + envChecksumSize
 	win, err := b.r.Peek(full + envTailSize + 1)
 	if err == nil {
-		blk := bytes.Clone(win[:full])
+		// cur is empty, so the buffer it pointed into is free again.
+		if b.buf == nil {
+			b.buf = make([]byte, full+envTailSize+1)
+		}
+		blk := b.buf[:copy(b.buf, win[:full])]
 		if _, err := b.r.Discard(full); err != nil {
 			return err
 		}
@@ -132,7 +137,7 @@ func (b *streamBlocks) next() error {
 	}
 	// The end: win is all that is left, the last block (if any) and the
 	// tail.
-	rest := bytes.Clone(win)
+	rest := append(b.buf[:0], win...)
 	if _, err := b.r.Discard(len(rest)); err != nil {
 		return err
 	}
