@@ -137,7 +137,7 @@ func (in *inboundStreams) chunk(next raftio.ChunkHandler, c pb.Chunk) (ok bool) 
 				s.tee = nil
 			}
 			if stager != nil {
-				s.tee = startTee(stager, c)
+				s.tee = startTee(stager, c) // nil when too many run
 			}
 		}
 		t = s.tee

@@ -114,16 +114,37 @@ const (
 	teeBusy = streamBusyMax
 	// teeQueue is how many chunks (2 MiB each) may wait for the staging.
 	teeQueue = 4
+	// maxTees bounds the streams a NodeHost stages at once. Each holds
+	// about 14 MiB (the queue, the decoder's block buffers, Snappy's and
+	// the stream reader's); a host restarted with many shards behind
+	// receives many streams at once, and the ones past the bound take
+	// Dragonboat's ordinary path.
+	maxTees = 8
 )
 
+// teeSlots counts the tees running in a process (all its NodeHosts).
+var teeSlots = make(chan struct{}, maxTees)
+
+// startTee starts staging the stream whose first chunk is first, or
+// returns nil when maxTees streams are being staged already.
 func startTee(st imageStager, first pb.Chunk) *tee {
+	select {
+	case teeSlots <- struct{}{}:
+	default:
+		return nil
+	}
 	pr, pw := io.Pipe()
 	t := &tee{st: st, pw: pw, queue: make(chan []byte, teeQueue), pumped: make(chan struct{}),
 		stopc: make(chan struct{}), done: make(chan struct{}), file: filepath.Base(first.Filepath)}
 	t.watchdog = time.AfterFunc(teeBusy, t.abort)
 	go t.pump()
 	go func() {
-		defer close(t.done)
+		defer func() {
+			close(t.done)
+			// The slot is free once the pump no longer holds chunks.
+			<-t.pumped
+			<-teeSlots
+		}()
 		t.name, t.index, t.err = stageFrom(st, pr, t.stopc)
 		if t.err != nil {
 			pr.CloseWithError(t.err)
