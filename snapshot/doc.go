@@ -147,8 +147,70 @@
 //     the last one (DB/internal/transport/chunk.go save), renames the
 //     directory, and only then hands the snapshot to Raft, whose snapshot
 //     worker calls RecoverFromSnapshot on a reader over the staging file.
-//  4. Install (above) and the engine swap; then the log from the snapshot
-//     index on.
+//     Keel's transport stages the image meanwhile (next section), so that
+//     file is cut to its first block before that fsync.
+//  4. RecoverFromSnapshot publishes the staged image (a rename and the
+//     CURRENT swap) or, when there is none, installs from the stream
+//     (above); then the engine swap and the log from the snapshot index on.
+//
+// # Receiving while the stream arrives (staged images)
+//
+// Dragonboat offers no receive path that hands chunks to the state machine
+// as they arrive: it stages the whole stream in a file, fsyncs it, and the
+// install then writes every byte again, so a disk-bound catch-up could not
+// pass half the disk's write bandwidth. Keel's transport (host/snaptee.go)
+// works around it from outside Dragonboat:
+//
+//  1. Every chunk that reaches PeerGuard's chunk handler is also queued for
+//     the receiving replica's state machine (at most 8 streams per
+//     process, 4 chunks queued each). sm.StateMachine.StageImage undoes
+//     Dragonboat's framing (internal/gbsnap ReceivedPayload: its header,
+//     every 2 MiB block's CRC, Snappy, the session table, the tail) and
+//     runs Stage: the same checks as Install, into a staged dir
+//     <root>/stg-<index>-<random>/img (engine.Root.StageDir), stamped,
+//     fsynced, then sealed: a SEALED record holding the stream header,
+//     fsynced, and the root fsynced.
+//  2. On the last chunk the handler waits for the seal, then cuts
+//     Dragonboat's staging file to gbsnap.ReceivedKeep bytes (its header,
+//     its first block, which holds the session table and Keel's stream
+//     header, and the 16 bytes its reader sets aside as the tail), and
+//     only then lets Dragonboat fsync it and hand the snapshot to Raft.
+//     The rest of the file was dirty in the page cache and is dropped by
+//     the truncation: it never reaches the disk.
+//  3. RecoverFromSnapshot reads the stream header (60 bytes) and looks for
+//     a sealed staged image with the same header (FindStaged); it
+//     publishes it (engine.Root.AdoptStaged) without reading the stream
+//     further. Without one it installs from the stream as before.
+//
+// Why it is exact: a staged image passed every check Install makes, and
+// it is adopted only for a stream header identical to the one it was
+// built from: the same shard, snapshot index, sender and sizes. Keel's
+// images are exact, so any image of a shard at one index holds the same
+// state. Why it is safe across crashes: the seal is durable before the
+// staging file is cut, and the file is cut before Raft can record the
+// snapshot, so whenever Raft holds a snapshot whose file lacks the data,
+// the sealed image exists. A staged dir is never swept by engine.OpenRoot;
+// the state machine prunes it once its applied index reached the dir's
+// index (Open and every install) or when it was never sealed, and keeps
+// the one a restarted replica is about to be asked for. Tested by
+// sm TestStagedImageSurvivesRestart and tools/keeld
+// TestCrashBeforeAdoptingStagedImage (the process SIGKILLed between Raft
+// recording the cut snapshot and the adoption; it restarts on the staged
+// image, hashes equal; Dragonboat panics on the cut file if the image is
+// pruned). Any failure on the staging side (a format it does not read, a
+// failed check, no state machine, too many streams, a stream cut off)
+// leaves Dragonboat's file whole and the snapshot on the ordinary path.
+//
+// What it costs and leaves: the staging runs on the transport's goroutine
+// and its own, back-pressured by the queue, so the stream is received at
+// the speed the image is written; a staged image whose snapshot Raft then
+// ignores (a newer one arrived first) waits on disk until the applied
+// index passes it and the next Open or install prunes it. The truncation
+// finds Dragonboat's staging file by its private directory layout and
+// cuts it only when exactly one file matches with the size the tee saw.
+// Measured by bench/catchup (bench/README.md, "Catch-up"): the process
+// writes 1.06-1.20 bytes to the disk per image byte, against 2.05-2.30
+// without staging, and a catch-up takes 0.77-0.91x the time.
 //
 // The second stream (gone). When the sender has pushed the last chunk
 // into the socket, its transport reports success (transport/snapshot.go
@@ -183,35 +245,24 @@
 // Checked by integration TestOneSaveSnapshotPerCatchUp: 1 SaveSnapshot,
 // and 2 in 5 of 5 runs with the hold disabled.
 //
-// What remains and why Keel keeps it: every byte is written twice on the
-// follower (the staging file in step 3, then the install), so a catch-up
-// cannot exceed half the disk's sequential write bandwidth, whatever Keel
-// does; with the reads, the CRCs and the fsyncs on top it stays below
-// that. Dragonboat offers no receive path that hands chunks to the state
-// machine as they arrive: the only way around the staging would be Keel's
-// transport consuming the chunks itself (installing a tablet before Raft
-// has accepted the snapshot, and handing Dragonboat a placeholder), a
-// second install protocol with its own crash and rejection cases; not
-// worth it for a factor below 2 on catch-up only. Measured by
-// bench/catchup on 2026-12-07 (a machine shared with other jobs, load
-// average 20-35): the staging tail alone (the leader's SaveSnapshot done
-// to RecoverFromSnapshot started: the staged file's fsync, rename and the
-// handoff to Raft) took 0.15-0.73 s at 211 MB (once 3.1 s) and 0.29-1.96 s
-// at 528 MB, and the staged copy's writeback competes with the install
-// for the disk. First contact (the restarted NodeHost up to the leader's
-// SaveSnapshot) took 0.02-0.23 s with Keel's redialing transport against
-// 0.24-1.38 s without; SaveSnapshot ran once per catch-up in every run
-// with the hold (16 of 16) against twice in 13 of 17 runs without it
-// (every run at 528 MB). Not tried: starting the staged file's writeback
-// while chunks land (sync_file_range, as the install does) would shrink
-// the tail, but Keel would have to find the file by Dragonboat's private
-// directory layout (snapshot-part-N/snapshot-S-R/snapshot-I-F.receiving).
+// Measured by bench/catchup on 2026-12-07 before staging (a machine shared
+// with other jobs, load average 20-35): the staging tail alone (the
+// leader's SaveSnapshot done to RecoverFromSnapshot started: the staged
+// file's fsync, rename and the handoff to Raft) took 0.15-0.73 s at 211 MB
+// (once 3.1 s) and 0.29-1.96 s at 528 MB, and the staged copy's writeback
+// competed with the install for the disk; staging removes both. First
+// contact (the restarted NodeHost up to the leader's SaveSnapshot) took
+// 0.02-0.23 s with Keel's redialing transport against 0.24-1.38 s without;
+// SaveSnapshot ran once per catch-up in every run with the hold (16 of 16)
+// against twice in 13 of 17 runs without it (every run at 528 MB).
 //
 // # Concurrency
 //
 // Begin runs with Update excluded; Capture.Save runs on Dragonboat's
 // snapshot goroutine concurrently with Update and Lookup; Tracker methods
 // are safe from Update while captures begin and end. Install runs with
-// every other mutating call excluded. A Scheduler runs its own goroutine
+// every other mutating call excluded. Stage runs on the transport's side,
+// concurrently with all of them, and writes only its own staged dir.
+// A Scheduler runs its own goroutine
 // and calls only NodeHost.SyncRequestSnapshot.
 package snapshot

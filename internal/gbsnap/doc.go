@@ -51,6 +51,18 @@
 // Nothing here panics on any input; memory is bounded by one 2 MiB block,
 // Snappy's buffers and the stream's file names.
 //
+// # A stream to a follower
+//
+// The chunks Dragonboat streams to a follower carry the same envelope
+// (the receiver stages their data as one file), with a header written
+// before the payload is known: the marshalled pb.SnapshotHeader has no
+// HeaderChecksum and a PayloadChecksum of four zero bytes, and the
+// header's CRC-32 IEEE (big-endian) follows the marshalled bytes, in what
+// an export leaves as padding. The session table is empty. ReceivedPayload
+// (received.go) reads it as it arrives, size unknown, holding back one
+// block and a tail to tell the end; host's transport stages received
+// images with it (package snapshot, "Receiving while the stream arrives").
+//
 // # Concurrency
 //
 // The functions keep no state. An EnvelopeReader is used by one goroutine.

@@ -22,6 +22,16 @@ type inspectReport struct {
 	RaftLog      *RaftLogInfo  `json:"raft_log,omitempty"`
 	RaftLogError string        `json:"raft_log_error,omitempty"`
 	Leftovers    []string      `json:"leftovers"`
+	// Staged lists images staged from a snapshot stream and not yet
+	// adopted or pruned (engine.Root.ListStaged): index, and whether the
+	// staging finished.
+	Staged []stagedReport `json:"staged"`
+}
+
+type stagedReport struct {
+	Name   string `json:"name"`
+	Index  uint64 `json:"index"`
+	Sealed bool   `json:"sealed"`
 }
 
 type levelReport struct {
@@ -86,6 +96,12 @@ func inspect(g *globals, t target, exact bool) (inspectReport, error) {
 	if left, err := root.Leftovers(); err == nil {
 		rep.Leftovers = append(rep.Leftovers, left...)
 	}
+	rep.Staged = []stagedReport{}
+	if staged, err := root.ListStaged(); err == nil {
+		for _, s := range staged {
+			rep.Staged = append(rep.Staged, stagedReport{Name: s.Name, Index: s.Index, Sealed: s.Sealed != nil})
+		}
+	}
 	if info, err := readRaftLog(t.nodeHostDir, t.shardID, t.replicaID); err == nil {
 		rep.RaftLog = &info
 	} else {
@@ -139,6 +155,13 @@ func printInspect(g *globals, r inspectReport) {
 		fmt.Fprintf(w, "raft dir allocated\t%d bytes\n", r.RaftLog.AllocatedBytes)
 	} else {
 		fmt.Fprintf(w, "raft log\tunavailable: %s\n", r.RaftLogError)
+	}
+	for _, s := range r.Staged {
+		state := "sealed, waiting for Raft"
+		if !s.Sealed {
+			state = "unfinished, pruned at the next open"
+		}
+		fmt.Fprintf(w, "staged image\t%s (index %d, %s)\n", s.Name, s.Index, state)
 	}
 	if len(r.Leftovers) == 0 {
 		fmt.Fprintf(w, "leftovers\tnone\n")
