@@ -102,6 +102,9 @@ func serve(ctx context.Context, stop func(), cfg config, logger *slog.Logger, ba
 	// snapshot must leave the reserve free.
 	kc.Engine.FS = pebblevfs.OnDiskFull(pebblevfs.Default, disk.onPebbleFull)
 	kc.SnapshotReserveBytes = disk.reserve
+	// Dragonboat's workers also step every shard on a period of their own;
+	// ten ticks, not 200 ms, once the tick is long (host/reload.go).
+	host.SetNodeReloadInterval(host.NodeReloadForRTT(cfg.rtt()))
 	// The Host orders the lifetimes: shared resources, then the NodeHost;
 	// on the way out the NodeHost (and every state machine) closes first.
 	h, err := host.Open(host.Options{
