@@ -18,9 +18,10 @@ import (
 // repeats what the tick already does (Dragonboat's tick worker marks every
 // shard ready to step on every tick), so with a 200 ms tick a host runs
 // two full passes every 200 ms. At 1,000 idle quiesced shards those passes
-// were about a third of keeld's idle CPU; with 2 s, keeld at 1,000 shards
-// idled at 4.5-4.6% of a core per process against 5.7-5.9% (bench/idle,
-// two alternating rounds of three processes; bench/README.md).
+// were about a quarter of keeld's idle CPU: with 2 s, keeld at 1,000
+// shards idled at 4.3-4.5% of a core per process against 5.7-5.9%
+// (bench/idle, two alternating rounds of three processes; bench/README.md,
+// "Dragonboat's reload period").
 //
 //go:linkname dragonboatNodeReloadInterval github.com/lni/dragonboat/v4.nodeReloadInterval
 var dragonboatNodeReloadInterval time.Duration

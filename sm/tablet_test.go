@@ -99,20 +99,13 @@ func TestInstalledTabletRecordsClose(t *testing.T) {
 	dir := t.TempDir()
 	src, _ := openSM(t, filepath.Join(dir, "src"), 1, 1)
 	update(t, src, entries(1, put(t, "a", "1"), put(t, "b", "2")))
-	ctx, err := src.PrepareSnapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := src.SaveSnapshot(ctx, &buf, make(chan struct{})); err != nil {
-		t.Fatal(err)
-	}
+	stream := streamOf(t, src)
 	dstDir := filepath.Join(dir, "dst")
 	dst := New(Config{Dir: dstDir, ShardID: 1, ReplicaID: 2})
 	if _, err := dst.Open(make(chan struct{})); err != nil {
 		t.Fatal(err)
 	}
-	if err := dst.RecoverFromSnapshot(&buf, make(chan struct{})); err != nil {
+	if err := dst.RecoverFromSnapshot(bytes.NewReader(stream), make(chan struct{})); err != nil {
 		t.Fatal(err)
 	}
 	if err := dst.Close(); err != nil {
