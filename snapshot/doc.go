@@ -208,9 +208,12 @@
 // index passes it and the next Open or install prunes it. The truncation
 // finds Dragonboat's staging file by its private directory layout and
 // cuts it only when exactly one file matches with the size the tee saw.
-// Measured by bench/catchup (bench/README.md, "Catch-up"): the process
-// writes 1.06-1.20 bytes to the disk per image byte, against 2.05-2.30
-// without staging, and a catch-up takes 0.77-0.91x the time.
+// Measured by bench/catchup (bench/README.md, "Staging the image while
+// the stream arrives"): the process writes 1.01-1.20 bytes to the disk
+// per image byte, against 2.00-2.30 without staging, and a catch-up takes
+// 0.77-0.91x the time at 211 MB and 0.57-1.01x at 528 MB (paired runs);
+// still 0.15-0.26 of the disk probe on this two-core machine, where the
+// leader and the follower share the CPU.
 //
 // The second stream (gone). When the sender has pushed the last chunk
 // into the socket, its transport reports success (transport/snapshot.go
