@@ -253,7 +253,14 @@ func catchUp(b *testing.B, mb int, staging bool) {
 			mu.Unlock()
 			nhc.Expert.TransportFactory = g
 		},
-		Shard:     func(sc *config.Config) { sc.CompactionOverhead = 0 },
+		Shard: func(sc *config.Config) {
+			sc.CompactionOverhead = 0
+			// KEEL_CATCHUP_COMPRESSION=none streams without Dragonboat's
+			// Snappy layer (Keel's default is host.ShardConfig's).
+			if os.Getenv("KEEL_CATCHUP_COMPRESSION") == "none" {
+				sc.SnapshotCompressionType = config.NoCompression
+			}
+		},
 		NoStaging: !staging,
 		WrapStateMachine: func(id uint64, s statemachine.IOnDiskStateMachine) statemachine.IOnDiskStateMachine {
 			return observed{s, get(id)}
