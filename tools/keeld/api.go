@@ -397,6 +397,7 @@ func (s *server) handleDeleteMember(w http.ResponseWriter, r *http.Request) {
 		if s.metrics != nil {
 			s.metrics.compactors.Remove(shard, id) // its log is gone
 		}
+		s.svc.stopShard(shard) // and its timer and compactor loops
 		// The removal may have used up the request's deadline; the
 		// cleanup has its own.
 		cctx, ccancel := context.WithTimeout(context.Background(), requestTimeout)

@@ -83,6 +83,9 @@ func startServices(nh *dragonboat.NodeHost, f *host.Factory, cfg config, logger 
 
 // startJoined starts the loops of a replica started at runtime (a join).
 func (s *services) startJoined(nh *dragonboat.NodeHost, f *host.Factory, cfg config, p placed, logger *slog.Logger) error {
+	// A replica of this shard that left before (its loops were stopped
+	// then; this is a guard) must not keep a timer beside the new one.
+	s.stopShard(p.ShardID)
 	ss, err := s.startShard(nh, f, cfg, p, logger)
 	if err != nil {
 		return err
@@ -91,6 +94,29 @@ func (s *services) startJoined(nh *dragonboat.NodeHost, f *host.Factory, cfg con
 	defer s.mu.Unlock()
 	s.byShard[p.ShardID] = ss
 	return nil
+}
+
+// stopShard ends the loops of shardID's replica and forgets them: the
+// replica left the shard (DELETE of this process's own replica), so its
+// timer would request snapshots of a shard no longer here every interval,
+// failing, and its compactor would tick a log that is gone. A replica that
+// joins the shard later gets loops of its own (startJoined). The first
+// shard's stats in sched and comp stay readable.
+func (s *services) stopShard(shardID uint64) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	ss := s.byShard[shardID]
+	delete(s.byShard, shardID)
+	s.mu.Unlock()
+	if ss == nil {
+		return
+	}
+	ss.sched.Stop()
+	if ss.comp != nil {
+		s.compactors.Remove(ss.comp)
+	}
 }
 
 // shard returns one replica's loops, or nil.
@@ -147,10 +173,7 @@ func (s *services) startShard(nh *dragonboat.NodeHost, f *host.Factory, cfg conf
 // of returns the loops of shardID's replica, nil when s is nil or the
 // shard is not hosted here.
 func (s *services) of(shardID uint64) *shardServices {
-	if s == nil {
-		return nil
-	}
-	return s.byShard[shardID]
+	return s.shard(shardID)
 }
 
 // stop ends both loops and waits for them.
