@@ -69,8 +69,10 @@
 // is still arriving, called by host's transport, and RecoverFromSnapshot
 // then publishes that image when the stream's header matches it instead of
 // reading the stream; Open and every install prune the staged images the
-// applied index has passed (snapshot package, "Receiving while the stream
-// arrives").
+// applied index has passed, and Update starts a background prune when its
+// applied index reaches the lowest one (stagedFloor; best effort: one that
+// escapes it waits for the next Open or install) (snapshot package,
+// "Receiving while the stream arrives").
 //
 // # Idle tablets
 //

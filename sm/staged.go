@@ -37,6 +37,7 @@ func (s *StateMachine) StageImage(r io.Reader, stopc <-chan struct{}) (string, u
 		return "", 0, err
 	}
 	s.stats.staged.Add(1)
+	s.lowerStagedFloor(h.SnapshotIndex)
 	return n, h.SnapshotIndex, nil
 }
 
@@ -62,6 +63,42 @@ func (s *StateMachine) pruneStaged(applied uint64) {
 	})
 	if err != nil {
 		s.log.Warn("keel: prune staged images", "err", err)
+	}
+	// What is left sets the floor again (a staging that ends meanwhile
+	// lowers it itself).
+	var floor uint64
+	if list, err := s.root.ListStaged(); err == nil {
+		for _, st := range list {
+			if st.Sealed != nil && (floor == 0 || st.Index < floor) {
+				floor = st.Index
+			}
+		}
+	}
+	s.stagedFloor.Store(floor)
+}
+
+// pruneStagedAsync prunes in the background, one prune at a time: Update
+// must not wait on the filesystem for it.
+func (s *StateMachine) pruneStagedAsync() {
+	if !s.pruning.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.pruning.Store(false)
+		s.pruneStaged(s.applied.Load())
+	}()
+}
+
+// lowerStagedFloor records a staged image at index.
+func (s *StateMachine) lowerStagedFloor(index uint64) {
+	for {
+		f := s.stagedFloor.Load()
+		if f != 0 && f <= index {
+			return
+		}
+		if s.stagedFloor.CompareAndSwap(f, index) {
+			return
+		}
 	}
 }
 

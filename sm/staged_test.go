@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keel-db/keel/engine"
 	"github.com/keel-db/keel/snapshot"
@@ -203,5 +204,33 @@ func TestStageImageRefusesBadStreams(t *testing.T) {
 	}
 	if got := hashOf(t, dst); got != before {
 		t.Fatalf("live image changed: %+v, was %+v", got, before)
+	}
+}
+
+// A staged image whose snapshot Raft never asks for (the replica caught
+// up by log entries past its index) is pruned once Update passes it, not
+// left on disk until the next Open or install.
+func TestUpdatePastStagedImagePrunesIt(t *testing.T) {
+	dir := t.TempDir()
+	src, _ := openSM(t, filepath.Join(dir, "src"), 1, 1)
+	update(t, src, entries(1, put(t, "a", "1"), put(t, "b", "2")))
+	stream := streamOf(t, src)
+
+	dstDir := filepath.Join(dir, "dst")
+	dst, _ := openSM(t, dstDir, 1, 2)
+	if _, _, err := dst.StageImage(bytes.NewReader(stream), make(chan struct{})); err != nil {
+		t.Fatal(err)
+	}
+	update(t, dst, entries(1, put(t, "a", "1")))
+	if l := stagedDirs(t, dstDir); len(l) != 1 {
+		t.Fatalf("pruned before the applied index reached it: %v", l)
+	}
+	update(t, dst, entries(2, put(t, "b", "2")))
+	deadline := time.Now().Add(10 * time.Second)
+	for len(stagedDirs(t, dstDir)) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("staged image at index 2 still there at applied index %d: %v", dst.AppliedIndex(), stagedDirs(t, dstDir))
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -98,6 +98,11 @@ type StateMachine struct {
 	// built by StageImage right now, which PruneStaged must leave alone.
 	stageMu sync.Mutex
 	staging map[string]struct{}
+	// stagedFloor is the lowest index among the staged images on disk (0:
+	// none); once the applied index reaches it, Update prunes them in the
+	// background (pruning is set while one runs).
+	stagedFloor atomic.Uint64
+	pruning     atomic.Bool
 }
 
 var _ statemachine.IOnDiskStateMachine = (*StateMachine)(nil)
@@ -223,6 +228,11 @@ func (s *StateMachine) Update(entries []statemachine.Entry) ([]statemachine.Entr
 		return nil, fmt.Errorf("keel: apply entries up to %d: %w", last, err)
 	}
 	s.applied.Store(last)
+	if f := s.stagedFloor.Load(); f != 0 && last >= f {
+		// A staged image Raft will never ask for now (log entries
+		// carried the replica past it): give its disk back.
+		s.pruneStagedAsync()
+	}
 	return entries, nil
 }
 

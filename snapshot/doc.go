@@ -191,7 +191,8 @@
 // snapshot, so whenever Raft holds a snapshot whose file lacks the data,
 // the sealed image exists. A staged dir is never swept by engine.OpenRoot;
 // the state machine prunes it once its applied index reached the dir's
-// index (Open and every install) or when it was never sealed, and keeps
+// index (at Open, after every install, and in the background when Update
+// passes it) or when it was never sealed, and keeps
 // the one a restarted replica is about to be asked for. Tested by
 // sm TestStagedImageSurvivesRestart and tools/keeld
 // TestCrashBeforeAdoptingStagedImage (the process SIGKILLed between Raft
@@ -204,8 +205,9 @@
 // What it costs and leaves: the staging runs on the transport's goroutine
 // and its own, back-pressured by the queue, so the stream is received at
 // the speed the image is written; a staged image whose snapshot Raft then
-// ignores (a newer one arrived first) waits on disk until the applied
-// index passes it and the next Open or install prunes it. The truncation
+// ignores (the replica caught up by log, or a newer image came first) is
+// pruned in the background once Update's applied index passes it. The
+// truncation
 // finds Dragonboat's staging file by its private directory layout and
 // cuts it only when exactly one file matches with the size the tee saw.
 // Measured by bench/catchup (bench/README.md, "Staging the image while
