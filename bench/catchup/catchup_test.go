@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/keel-db/keel/client"
+	"github.com/keel-db/keel/engine"
 	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/internal/testkit/testcluster"
 	"github.com/lni/dragonboat/v4"
@@ -366,6 +367,9 @@ func catchUp(b *testing.B, mb int, staging bool) {
 		staging, float64(written-cancelled)/1e6, float64(cancelled)/1e6, float64(written-cancelled)/float64(max(image, 1)),
 		fn.Factory.StateMachine(c.ShardID, follower).SnapshotStats())
 	b.ReportMetric(float64(written-cancelled)/float64(max(image, 1)), "disk-bytes/image-byte")
+	if staged, err := engine.NewRoot(fn.Factory.Config().DataDir(c.ShardID, follower), nil).ListStaged(); err == nil {
+		b.Logf("staged images left on the follower right after the catch-up: %d %+v", len(staged), staged)
+	}
 	b.ReportMetric(el.Seconds(), "s/catchup")
 	b.ReportMetric(rate, "MB/s")
 	b.ReportMetric(disk, "disk-MB/s")
