@@ -157,20 +157,21 @@ func (r Root) RemoveStaged(name string) error {
 // PruneStaged removes the staged dirs no longer needed once the replica's
 // applied index is applied: those staged for an index at or below it, and
 // those never sealed, except the ones keep names (stagings in progress).
-func (r Root) PruneStaged(applied uint64, keep func(name string) bool) error {
+// It returns the staged dirs it left.
+func (r Root) PruneStaged(applied uint64, keep func(name string) bool) ([]Staged, error) {
 	list, err := r.ListStaged()
 	if err != nil {
-		return err
+		return nil, err
 	}
+	left := list[:0]
 	for _, s := range list {
-		if keep != nil && keep(s.Name) {
+		if (keep == nil || !keep(s.Name)) && (s.Index <= applied || s.Sealed == nil) {
+			if err := r.RemoveStaged(s.Name); err != nil {
+				return nil, err
+			}
 			continue
 		}
-		if s.Index <= applied || s.Sealed == nil {
-			if err := r.RemoveStaged(s.Name); err != nil {
-				return err
-			}
-		}
+		left = append(left, s)
 	}
-	return nil
+	return left, nil
 }

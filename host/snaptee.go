@@ -102,9 +102,8 @@ type tee struct {
 	// ended early); read after pumped is closed.
 	failed bool
 
-	name  string
-	index uint64
-	err   error
+	name string
+	err  error
 }
 
 // teeIdle aborts a tee no chunk reached for this long (the sender died);
@@ -145,7 +144,7 @@ func startTee(st imageStager, first pb.Chunk) *tee {
 			<-t.pumped
 			<-teeSlots
 		}()
-		t.name, t.index, t.err = stageFrom(st, pr, t.stopc)
+		t.name, t.err = stageFrom(st, pr, t.stopc)
 		if t.err != nil {
 			pr.CloseWithError(t.err)
 		}
@@ -155,14 +154,14 @@ func startTee(st imageStager, first pb.Chunk) *tee {
 
 // stageFrom decodes Dragonboat's framing from pr and stages the image it
 // carries; it reads pr to its end, so that the tail is checked too.
-func stageFrom(st imageStager, pr *io.PipeReader, stopc <-chan struct{}) (string, uint64, error) {
+func stageFrom(st imageStager, pr *io.PipeReader, stopc <-chan struct{}) (string, error) {
 	r, err := gbsnap.ReceivedPayload(pr)
 	if err != nil {
-		return "", 0, err
+		return "", err
 	}
-	name, index, err := st.StageImage(r, stopc)
+	name, _, err := st.StageImage(r, stopc)
 	if err != nil {
-		return "", 0, err
+		return "", err
 	}
 	n, err := io.Copy(io.Discard, r)
 	if err == nil && n > 0 {
@@ -170,9 +169,9 @@ func stageFrom(st imageStager, pr *io.PipeReader, stopc <-chan struct{}) (string
 	}
 	if err != nil {
 		st.DropStagedImage(name)
-		return "", 0, err
+		return "", err
 	}
-	return name, index, nil
+	return name, nil
 }
 
 // pump writes the queued chunk data into the pipe until the queue is

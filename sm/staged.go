@@ -55,7 +55,7 @@ func (s *StateMachine) pruneStaged(applied uint64) {
 	if s.cfg.Engine.ReadOnly {
 		return
 	}
-	err := s.root.PruneStaged(applied, func(n string) bool {
+	left, err := s.root.PruneStaged(applied, func(n string) bool {
 		s.stageMu.Lock()
 		defer s.stageMu.Unlock()
 		_, busy := s.staging[n]
@@ -63,15 +63,14 @@ func (s *StateMachine) pruneStaged(applied uint64) {
 	})
 	if err != nil {
 		s.log.Warn("keel: prune staged images", "err", err)
+		return
 	}
 	// What is left sets the floor again (a staging that ends meanwhile
 	// lowers it itself).
 	var floor uint64
-	if list, err := s.root.ListStaged(); err == nil {
-		for _, st := range list {
-			if st.Sealed != nil && (floor == 0 || st.Index < floor) {
-				floor = st.Index
-			}
+	for _, st := range left {
+		if st.Sealed != nil && (floor == 0 || st.Index < floor) {
+			floor = st.Index
 		}
 	}
 	s.stagedFloor.Store(floor)

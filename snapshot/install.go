@@ -55,14 +55,8 @@ func Install(r io.Reader, cfg InstallConfig, stopc <-chan struct{}) (name string
 			_ = fs.RemoveAll(tmp)
 		}
 	}()
-	h, err = ReadStream(r, fs, tmp, cfg.ShardID, cfg.Options, stopc)
+	h, err = receive(r, cfg, tmp, stopc)
 	if err != nil {
-		return "", Header{}, err
-	}
-	if h.ImageAppliedIndex != h.SnapshotIndex {
-		return "", Header{}, fmt.Errorf("%w: header says image %d, snapshot %d", ErrInexact, h.ImageAppliedIndex, h.SnapshotIndex)
-	}
-	if err := stampImage(tmp, cfg, h); err != nil {
 		return "", Header{}, err
 	}
 	// From here the dir may be renamed; a leftover is swept on open.
@@ -72,6 +66,22 @@ func Install(r io.Reader, cfg InstallConfig, stopc <-chan struct{}) (name string
 		return "", Header{}, err
 	}
 	return name, h, nil
+}
+
+// receive runs Install's steps 1 to 3 into dir: the stream read and
+// checked, the image exact, opened, checked and stamped.
+func receive(r io.Reader, cfg InstallConfig, dir string, stopc <-chan struct{}) (Header, error) {
+	h, err := ReadStream(r, cfg.Root.FS, dir, cfg.ShardID, cfg.Options, stopc)
+	if err != nil {
+		return Header{}, err
+	}
+	if h.ImageAppliedIndex != h.SnapshotIndex {
+		return Header{}, fmt.Errorf("%w: header says image %d, snapshot %d", ErrInexact, h.ImageAppliedIndex, h.SnapshotIndex)
+	}
+	if err := stampImage(dir, cfg, h); err != nil {
+		return Header{}, err
+	}
+	return h, nil
 }
 
 func stampImage(dir string, cfg InstallConfig, h Header) (err error) {
@@ -123,13 +133,8 @@ func classify(what string, err error) error {
 // before anything is written in it, so the caller can keep it from being
 // pruned while it is built.
 func Stage(r io.Reader, cfg InstallConfig, stopc <-chan struct{}, claim func(name string)) (name string, h Header, err error) {
-	fs := cfg.Root.FS
 	// The header names the index the staged dir is named for.
-	var hb [HeaderSize]byte
-	if err := readFull(r, hb[:], "header"); err != nil {
-		return "", Header{}, err
-	}
-	h, err = decodeHeader(hb[:])
+	h, err = ReadHeader(r)
 	if err != nil {
 		return "", Header{}, err
 	}
@@ -147,19 +152,10 @@ func Stage(r io.Reader, cfg InstallConfig, stopc <-chan struct{}, claim func(nam
 	if err != nil {
 		return "", Header{}, err
 	}
-	if _, err := ReadStream(io.MultiReader(bytes.NewReader(hb[:]), r), fs, imgDir, cfg.ShardID, cfg.Options, stopc); err != nil {
+	if _, err := receive(io.MultiReader(bytes.NewReader(h.Encode()), r), cfg, imgDir, stopc); err != nil {
 		return "", Header{}, err
 	}
-	if h.ImageAppliedIndex != h.SnapshotIndex {
-		return "", Header{}, fmt.Errorf("%w: header says image %d, snapshot %d", ErrInexact, h.ImageAppliedIndex, h.SnapshotIndex)
-	}
-	if err := stampImage(imgDir, cfg, h); err != nil {
-		return "", Header{}, err
-	}
-	if err := syncDir(fs, imgDir); err != nil {
-		return "", Header{}, err
-	}
-	if err := cfg.Root.SealStaged(staged, hb[:]); err != nil {
+	if err := cfg.Root.SealStaged(staged, h.Encode()); err != nil {
 		return "", Header{}, err
 	}
 	sealed = true
