@@ -66,6 +66,9 @@ func IsStorageFailure(err error) bool {
 // retried: after a failed fsync the kernel may have dropped the dirty pages,
 // so a second fsync that succeeds proves nothing; it goes to h.Fatal.
 //
+// It also drops the bytes of a snapshot stream's staging file that Keel's
+// transport stages itself, keeping the file's size (stagingfs.go).
+//
 // The result is a *vfs.ErrorFS (injecting nothing) around the wrapper:
 // Dragonboat's LogDB panics ("invalid fs") on any Expert.FS other than its
 // default, a MemFS or an ErrorFS. Dragonboat then runs in its "error
@@ -73,7 +76,7 @@ func IsStorageFailure(err error) bool {
 // of crashing the process: a host must end the process on Dragonboat's
 // fatal path itself (OnFatal), or a failed replica lingers.
 func DiskFullFS(fs vfs.FS, h DiskFullHandler) vfs.FS {
-	return vfs.Wrap(&diskFullFS{FS: fs, h: h}, noInjection{})
+	return vfs.Wrap(&diskFullFS{FS: &stagingFS{fs}, h: h}, noInjection{})
 }
 
 // noInjection is an injector that never injects.

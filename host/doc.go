@@ -49,7 +49,12 @@
 //   - DiskFullFS (diskfull.go): Dragonboat's filesystem with ENOSPC sent to
 //     a handler (free a ballast and retry, or end the process) before
 //     Dragonboat or its LogDB's Pebble can panic on it; IsNoSpace and
-//     IsStorageFailure classify errors.
+//     IsStorageFailure classify errors. It also keeps Dragonboat from
+//     writing the part of a staged snapshot stream the transport stages
+//     itself (stagingfs.go): on a host that runs it, as keeld does, that
+//     copy is never written at all, not only cut before writeback, and a
+//     stream whose staging then fails is refused at its end and sent
+//     again in full.
 //
 // # Lifetimes
 //

@@ -32,8 +32,11 @@ func LogDBConfig() config.LogDBConfig {
 //     a returning replica does not disrupt a healthy leader.
 //   - SnapshotEntries 0: snapshots are scheduled by Keel (see the snapshot
 //     package), not by Dragonboat's entry count, unless the host sets it.
-//   - SnapshotCompressionType Snappy: the one compression layer for snapshot
-//     streams (Pebble sstables are already compressed; the WAL part gains).
+//   - SnapshotCompressionType NoCompression: a Keel stream is Pebble
+//     sstables, whose blocks Pebble already compresses (Snappy), so a
+//     second layer gains nothing (stream and staged file within 0.1% of
+//     each other, random or text values) and costs CPU on both ends, where
+//     a catch-up is bound (snapshot/doc.go, "Compression").
 //   - CompactionOverhead logcompact.DefaultKeepEntries: a snapshot taken
 //     without logcompact's option (SnapshotEntries, a plain RequestSnapshot)
 //     still keeps the trailing window's entry count.
@@ -64,7 +67,7 @@ func ShardConfig(shardID, replicaID uint64) config.Config {
 		CheckQuorum:             true,
 		PreVote:                 true,
 		CompactionOverhead:      logcompact.DefaultKeepEntries,
-		SnapshotCompressionType: config.Snappy,
+		SnapshotCompressionType: config.NoCompression,
 	}
 }
 

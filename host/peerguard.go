@@ -156,10 +156,16 @@ type PeerGuardStats struct {
 	// while they arrived and handed to Raft (snaptee.go); StageFailed the
 	// streams whose staging failed (they take Dragonboat's ordinary path);
 	// StagingBytesSkipped the bytes of Dragonboat's staging files cut
-	// before they were written back.
-	StagedWhileReceiving uint64
-	StageFailed          uint64
-	StagingBytesSkipped  uint64
+	// before they were written back. StagingBytesNotWritten are the bytes
+	// of those files never written at all (DiskFullFS drops them as
+	// Dragonboat writes, stagingfs.go); StagingRefused the streams refused
+	// at their end because their staging file had holes and the image was
+	// not staged (the leader sends them again, written in full).
+	StagedWhileReceiving   uint64
+	StageFailed            uint64
+	StagingBytesSkipped    uint64
+	StagingBytesNotWritten uint64
+	StagingRefused         uint64
 }
 
 var _ config.TransportFactory = (*PeerGuard)(nil)
@@ -210,6 +216,9 @@ func (g *PeerGuard) Stats() PeerGuardStats {
 		StagedWhileReceiving: g.streams.teed.Load(),
 		StageFailed:          g.streams.teeFailed.Load(),
 		StagingBytesSkipped:  g.streams.shrunk.Load(),
+
+		StagingBytesNotWritten: g.streams.notWritten.Load(),
+		StagingRefused:         g.streams.holeyRefused.Load(),
 	}
 }
 

@@ -63,8 +63,15 @@ type inboundStreams struct {
 	// nodeHostDir is Dragonboat's, where its staging files are.
 	nodeHostDir string
 	// teed counts streams whose image was staged while they arrived;
-	// shrunk counts the staging-file bytes that never reached the disk.
-	teed, teeFailed, shrunk atomic.Uint64
+	// shrunk counts the staging-file bytes that never reached the disk;
+	// holeyRefused counts streams refused at their end because their
+	// staging file had holes and their image was not staged (stagingfs.go).
+	// notWritten counts the staging-file bytes stagingFS dropped.
+	teed, teeFailed, shrunk, holeyRefused, notWritten atomic.Uint64
+	// noDiscard (guarded by mu) holds the replicas, as {shard, replica},
+	// whose next stream is written in full: their last holey stream was
+	// refused, and the one after it must not depend on the staging again.
+	noDiscard map[[2]uint64]struct{}
 }
 
 // streamKey names one stream as Dragonboat's chunk tracker does (shard,
@@ -84,6 +91,9 @@ type inbound struct {
 	since, last time.Time
 	// tee stages the stream's image while it arrives; nil when not staging.
 	tee *tee
+	// discard marks the stream's staging file for stagingFS: nil when its
+	// bytes are all written.
+	discard *discardMark
 }
 
 const (
@@ -127,6 +137,7 @@ func (in *inboundStreams) chunk(next raftio.ChunkHandler, c pb.Chunk) (ok bool) 
 		in.n.Store(int32(len(in.streams)))
 	}
 	var t *tee
+	var d *discardMark
 	if s != nil {
 		s.busy++
 		s.since = time.Now()
@@ -139,13 +150,27 @@ func (in *inboundStreams) chunk(next raftio.ChunkHandler, c pb.Chunk) (ok bool) 
 			if stager != nil {
 				s.tee = startTee(stager, c) // nil when too many run
 			}
+			s.discard = nil
+			replica := [2]uint64{c.ShardID, c.ReplicaID}
+			if _, no := in.noDiscard[replica]; s.tee != nil && !no && in.nodeHostDir != "" {
+				s.discard = markDiscard(in.nodeHostDir, k)
+			} else {
+				// Dragonboat recreates the file: write it in full.
+				unmarkDiscard(k, nil)
+			}
 		}
-		t = s.tee
+		t, d = s.tee, s.discard
 	}
 	in.mu.Unlock()
 	if s == nil {
 		// A chunk of a stream whose first chunk was not seen (or that
-		// timed out here): Dragonboat ignores it too.
+		// timed out here): Dragonboat ignores it too. One whose staging
+		// file went holey before the stream was forgotten here is refused,
+		// so that the file never reaches Raft.
+		if unmarkDiscard(k, nil) {
+			in.refuseHoley(c)
+			return false
+		}
 		return next(c)
 	}
 	var staged string
@@ -162,6 +187,10 @@ func (in *inboundStreams) chunk(next raftio.ChunkHandler, c pb.Chunk) (ok bool) 
 			default:
 				t.abort()
 			}
+		}
+		if (!ok || c.IsLastChunk()) && d != nil {
+			unmarkDiscard(k, d)
+			in.notWritten.Add(uint64(d.droppedBytes()))
 		}
 		in.mu.Lock()
 		defer in.mu.Unlock()
@@ -184,7 +213,30 @@ func (in *inboundStreams) chunk(next raftio.ChunkHandler, c pb.Chunk) (ok bool) 
 			defer t.active(false)
 		}
 	}
+	if c.IsLastChunk() && staged == "" && d != nil && d.isHoley() {
+		// The image is not staged and Dragonboat's copy has holes: it
+		// must not reach Raft.
+		in.refuseHoley(c)
+		return false
+	}
+	if staged != "" && c.IsLastChunk() {
+		in.mu.Lock()
+		delete(in.noDiscard, [2]uint64{c.ShardID, c.ReplicaID})
+		in.mu.Unlock()
+	}
 	return next(c)
+}
+
+// refuseHoley counts a holey stream refused at c and writes the replica's
+// next stream in full.
+func (in *inboundStreams) refuseHoley(c pb.Chunk) {
+	in.holeyRefused.Add(1)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.noDiscard == nil {
+		in.noDiscard = make(map[[2]uint64]struct{})
+	}
+	in.noDiscard[[2]uint64{c.ShardID, c.ReplicaID}] = struct{}{}
 }
 
 // stagerFor returns the state machine to stage c's stream with, or nil.
@@ -237,6 +289,11 @@ func (in *inboundStreams) holds(shard, replica uint64) bool {
 		if !s.live(now) {
 			if s.tee != nil {
 				s.tee.abort()
+			}
+			if s.discard != nil && !s.discard.isHoley() {
+				// A holey mark stays, so that a late chunk of the
+				// stream is refused (chunk).
+				unmarkDiscard(k, s.discard)
 			}
 			delete(in.streams, k)
 			continue

@@ -11,6 +11,7 @@ import (
 	"github.com/keel-db/keel/host"
 	"github.com/keel-db/keel/internal/testkit/testcluster"
 	"github.com/lni/dragonboat/v4/config"
+	lnivfs "github.com/lni/vfs"
 )
 
 // A follower that catches up by snapshot gets exactly one stream: the
@@ -35,6 +36,9 @@ func TestOneSaveSnapshotPerCatchUp(t *testing.T) {
 			guards[nhc.RaftAddress] = g
 			mu.Unlock()
 			nhc.Expert.TransportFactory = g
+			// keeld's filesystem for Dragonboat, which drops the staged
+			// stream's bytes the transport stages itself.
+			nhc.Expert.FS = host.DiskFullFS(lnivfs.Default, failOnFullDisk{t})
 		},
 		Shard: func(sc *config.Config) {
 			sc.ElectionRTT = 100
@@ -89,9 +93,10 @@ func TestOneSaveSnapshotPerCatchUp(t *testing.T) {
 		t.Fatalf("the leader called SaveSnapshot %d times for one catch-up, want 1", got)
 	}
 	// The image was built while the stream arrived and adopted, and
-	// Dragonboat's staged copy was cut before it reached the disk.
-	if fst.Adopted != 1 || gs.StagedWhileReceiving != 1 || gs.StagingBytesSkipped < 16<<20 {
-		t.Fatalf("want the image staged while received and adopted, and >= 16 MiB of the staging file skipped; follower %+v, guard %+v", fst, gs)
+	// Dragonboat's staged copy was never written past its first block.
+	if fst.Adopted != 1 || gs.StagedWhileReceiving != 1 || gs.StagingBytesSkipped < 16<<20 ||
+		gs.StagingBytesNotWritten < 16<<20 || gs.StagingRefused != 0 {
+		t.Fatalf("want the image staged while received and adopted, and >= 16 MiB of the staging file skipped and never written; follower %+v, guard %+v", fst, gs)
 	}
 	if h.Keys != txns*perTxn+1 {
 		t.Fatalf("converged on %d keys, want %d", h.Keys, txns*perTxn+1)
@@ -99,9 +104,9 @@ func TestOneSaveSnapshotPerCatchUp(t *testing.T) {
 }
 
 // randomLoad writes txns transactions of perTxn puts of incompressible
-// valueSize-byte values from workers goroutines (Dragonboat compresses
-// snapshot streams with Snappy, so only random values make the staged
-// stream as large as the image).
+// valueSize-byte values from workers goroutines (random, so that Pebble's
+// block compression leaves the image, and the stream, as large as the
+// values).
 func randomLoad(t *testing.T, cl *client.Client, txns, perTxn, valueSize, workers int) {
 	t.Helper()
 	txnLoad(t, cl, "load", txns, workers, func(rng *rand.Rand, j int) []client.TxnOp {
@@ -118,4 +123,13 @@ func randomLoad(t *testing.T, cl *client.Client, txns, perTxn, valueSize, worker
 		}
 		return ops
 	})
+}
+
+// failOnFullDisk fails the test when Dragonboat finds the disk full.
+type failOnFullDisk struct{ t *testing.T }
+
+func (failOnFullDisk) Free(string, string, error) bool { return false }
+
+func (f failOnFullDisk) Fatal(op, path string, err error) {
+	f.t.Errorf("disk full: %s %s: %v", op, path, err)
 }

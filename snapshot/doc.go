@@ -88,11 +88,18 @@
 // once. Both sides hold one 1 MiB chunk buffer whatever the image size; the
 // reader also keeps the names seen (at most MaxFiles of MaxNameLen bytes).
 //
-// Compression: exactly one layer, Dragonboat's (host.ShardConfig sets
-// SnapshotCompressionType Snappy). Keel does not compress: sstables are
-// already compressed (Snappy over a Keel stream of random-valued data:
-// ratio 1.000 at 2.6-4 GB/s, so the layer costs little); only WAL files
-// compressed well (0.44), and a tablet's image no longer holds WAL data.
+// Compression: none. Neither Keel nor Dragonboat compresses a stream
+// (host.ShardConfig sets SnapshotCompressionType NoCompression): a stream
+// is Pebble sstables, whose blocks Pebble already compresses with Snappy.
+// Measured in a catch-up of 200 MiB of values (bench/catchup, 2026-12-07):
+// with Dragonboat's Snappy layer on, the staged stream was 172.7 MB for a
+// 174.8 MB image of text values and 209.3 MB for 211.3 MB of random ones,
+// the same as without it (the 2 MB difference is Dragonboat's first block,
+// kept uncut); the layer cost 270 ms of the catch-up's 1.4 s of CPU (its
+// Snappy encode and CRC on the leader, decode on the follower) and made
+// the catch-up 1.5x as long. Only WAL files compressed well (0.44), and a
+// tablet's image holds none. A stream written with Snappy (an older
+// sender, an older export) is still read: the envelope records it.
 //
 // # Receiving
 //
@@ -101,7 +108,11 @@
 // limits (Options.MaxFiles, MaxBytes), every name (kind, no separators, no
 // "..", no duplicates; files are created fresh in a new dir, so no links),
 // chunk bounds, sizes against the header, every file CRC and the stream
-// CRC. Files and the dir are fsynced. Then the image is opened: its applied
+// CRC. Files and the dir are fsynced. On Linux, on the OS filesystem,
+// received files are written with O_DIRECT (direct_linux.go says why: the
+// page cache's copy and writeback were the receiver's largest CPU cost);
+// a filesystem that refuses it gets buffered writes with writeback started
+// every MiB. Then the image is opened: its applied
 // index must equal the header's (and the header's must equal its snapshot
 // index: only exact images are installed), any identity in it must be for
 // this shard; it is stamped with the local identity, closed, and published
@@ -176,7 +187,13 @@
 //     header, and the 16 bytes its reader sets aside as the tail), and
 //     only then lets Dragonboat fsync it and hand the snapshot to Raft.
 //     The rest of the file was dirty in the page cache and is dropped by
-//     the truncation: it never reaches the disk.
+//     the truncation: it never reaches the disk. Where Dragonboat runs on
+//     host.DiskFullFS (keeld) it is not even written: that filesystem
+//     extends the file over a hole instead of copying the bytes in
+//     (host/stagingfs.go), and a stream with holes whose image was not
+//     staged is refused at its last chunk, never handed to Raft; the
+//     leader sends it again, and that replica's next stream is written in
+//     full.
 //  3. RecoverFromSnapshot reads the stream header (60 bytes) and looks for
 //     a sealed staged image with the same header (FindStaged); it
 //     publishes it (engine.Root.AdoptStaged) without reading the stream

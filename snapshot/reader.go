@@ -136,14 +136,10 @@ func readFile(cr *crcReader, fs vfs.FS, dir string, budget uint64, seen map[stri
 		return 0, fmt.Errorf("%w: file %s of %d bytes exceeds the header's total", ErrCorrupt, name, size)
 	}
 	path := fs.PathJoin(dir, name)
-	raw, err := fs.Create(path, vfs.WriteCategoryUnspecified)
+	f, err := createReceivedFile(fs, path)
 	if err != nil {
 		return 0, fmt.Errorf("keel/snapshot: create %s: %w", name, err)
 	}
-	// Start writeback as the data arrives (sync_file_range on Linux ext4,
-	// as Pebble does for its own files), so the Sync at the end of each
-	// file waits for the last megabytes only, not for the whole file.
-	f := vfs.NewSyncingFile(raw, vfs.SyncingFileOptions{BytesPerSync: installBytesPerSync})
 	defer func() {
 		if cerr := f.Close(); err == nil && cerr != nil {
 			err = fmt.Errorf("keel/snapshot: close %s: %w", name, cerr)
@@ -167,10 +163,13 @@ func readFile(cr *crcReader, fs vfs.FS, dir string, budget uint64, seen map[stri
 		if err := readFull(cr, buf[:n], "chunk"); err != nil {
 			return 0, err
 		}
+		// The checksum first: a vfs.File's Write may modify the slice
+		// passed in (Pebble's own files scribble over it in invariants
+		// builds, which made every install fail under -race).
+		fileCRC = crc32.Update(fileCRC, castagnoli, buf[:n])
 		if _, err := f.Write(buf[:n]); err != nil {
 			return 0, fmt.Errorf("keel/snapshot: write %s: %w", name, err)
 		}
-		fileCRC = crc32.Update(fileCRC, castagnoli, buf[:n])
 		left -= n
 	}
 	if err := readFull(cr, lb[:], "file checksum"); err != nil {
@@ -179,12 +178,36 @@ func readFile(cr *crcReader, fs vfs.FS, dir string, budget uint64, seen map[stri
 	if got := binary.BigEndian.Uint32(lb[:]); got != fileCRC {
 		return 0, fmt.Errorf("%w: %s checksum %08x, computed %08x", ErrCorrupt, name, got, fileCRC)
 	}
-	if err := f.Sync(); err != nil {
-		return 0, fmt.Errorf("keel/snapshot: sync %s: %w", name, err)
+	if err := f.Finish(); err != nil {
+		return 0, fmt.Errorf("keel/snapshot: write and sync %s: %w", name, err)
 	}
 	return size, nil
 }
 
+// receivedFile is where readFile writes one received file: Write the
+// content, then Finish (the content durable), then Close.
+type receivedFile interface {
+	Write(p []byte) (int, error)
+	Finish() error
+	Close() error
+}
+
+// noDirect turns off O_DIRECT for received files (tests of the buffered
+// path set it).
+var noDirect = false
+
+// bufferedFile is a received file written through a vfs.FS.
+type bufferedFile struct{ vfs.File }
+
+func (f bufferedFile) Finish() error { return f.Sync() }
+
+// newBufferedFile writes a received file through the page cache and
+// starts its writeback as the data arrives (sync_file_range on Linux ext4,
+// as Pebble does for its own files), so the sync at the end waits for the
+// last megabytes only, not for the whole file.
+func newBufferedFile(f vfs.File) receivedFile {
+	return bufferedFile{vfs.NewSyncingFile(f, vfs.SyncingFileOptions{BytesPerSync: installBytesPerSync})}
+}
 func syncDir(fs vfs.FS, dir string) error {
 	d, err := fs.OpenDir(dir)
 	if err != nil {

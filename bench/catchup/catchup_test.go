@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/statemachine"
+	lnivfs "github.com/lni/vfs"
 )
 
 // counters observe one replica's snapshot calls across restarts.
@@ -130,6 +132,24 @@ func diskSeqWrite(b *testing.B, dir string, size int) float64 {
 	return float64(size) / 1e6 / el.Seconds()
 }
 
+// fillValue fills v with random bytes, or, with
+// KEEL_CATCHUP_VALUES=text, with text that compresses about 3:1 (random
+// lowercase words), to see what stream compression gains over Pebble's
+// own block compression.
+func fillValue(v []byte) {
+	_, _ = rand.Read(v)
+	if os.Getenv("KEEL_CATCHUP_VALUES") != "text" {
+		return
+	}
+	for i := range v {
+		if v[i]%6 == 0 {
+			v[i] = ' '
+		} else {
+			v[i] = 'a' + v[i]%8
+		}
+	}
+}
+
 // load writes total bytes of random values through cl: txns of perTxn puts
 // of valueSize bytes, from workers goroutines.
 func load(b *testing.B, cl *client.Client, total, valueSize, perTxn, workers int) {
@@ -150,7 +170,7 @@ func load(b *testing.B, cl *client.Client, total, valueSize, perTxn, workers int
 				ops := make([]client.TxnOp, perTxn)
 				for i := range ops {
 					v := make([]byte, valueSize)
-					_, _ = rand.Read(v)
+					fillValue(v)
 					ops[i] = client.PutOp([]byte(fmt.Sprintf("k%06d-%03d", t, i)), v)
 				}
 				// A retried txn of puts is idempotent.
@@ -243,7 +263,11 @@ func catchUp(b *testing.B, mb int, staging bool) {
 	}
 	// Every NodeHost runs behind Keel's transport (host.PeerGuard), as in
 	// keeld: it holds back a replica's Replicate messages while a snapshot
-	// stream for it is still being received (host/snapstream.go).
+	// stream for it is still being received (host/snapstream.go). And on
+	// keeld's filesystem for Dragonboat (host.DiskFullFS), which drops the
+	// bytes of a staging file the transport stages itself
+	// (host/stagingfs.go); KEEL_CATCHUP_FS=plain gives Dragonboat its
+	// default filesystem instead.
 	guards := map[string]*host.PeerGuard{}
 	c := testcluster.New(b, 3, testcluster.Options{
 		RTTMillisecond: uint64(envInt(b, "KEEL_CATCHUP_RTT_MS", int(host.RTTMillisecond))),
@@ -253,6 +277,9 @@ func catchUp(b *testing.B, mb int, staging bool) {
 			guards[nhc.RaftAddress] = g
 			mu.Unlock()
 			nhc.Expert.TransportFactory = g
+			if os.Getenv("KEEL_CATCHUP_FS") != "plain" {
+				nhc.Expert.FS = host.DiskFullFS(lnivfs.Default, fullDisk{b})
+			}
 		},
 		Shard: func(sc *config.Config) {
 			sc.CompactionOverhead = 0
@@ -305,6 +332,19 @@ func catchUp(b *testing.B, mb int, staging bool) {
 			b.Fatal(err)
 		}
 		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
+	}
+	// KEEL_CATCHUP_TRACE=FILE writes an execution trace of the catch-up
+	// (go tool trace -pprof=sync|syscall|sched FILE: where the stream's
+	// goroutines wait).
+	if p := os.Getenv("KEEL_CATCHUP_TRACE"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := trace.Start(f); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { trace.Stop(); _ = f.Close() }()
 	}
 	// KEEL_CATCHUP_LOG=FILE logs Dragonboat at debug level into FILE from
 	// the restart on (not during the load).
@@ -359,9 +399,10 @@ func catchUp(b *testing.B, mb int, staging bool) {
 		float64(image)/1e6, rate, disk, rate/disk, saves, float64(ls.saveBytes.Load()-saveBytesBefore)/1e6,
 		fs.recovers.Load(), fs.recoverFailed.Load())
 	mu.Lock()
-	held := guards[c.Nodes[follower].Addr].Stats().HeldForSnapshot
+	gs := guards[c.Nodes[follower].Addr].Stats()
 	mu.Unlock()
-	b.Logf("follower's transport held %d Replicate messages while the stream was in flight", held)
+	b.Logf("follower's transport held %d Replicate messages while the stream was in flight; staging file: %.1f MB cut, %.1f MB of it never written, %d streams refused",
+		gs.HeldForSnapshot, float64(gs.StagingBytesSkipped)/1e6, float64(gs.StagingBytesNotWritten)/1e6, gs.StagingRefused)
 	written, cancelled := w1-w0, c1-c0
 	b.Logf("staging %v: the process wrote %.1f MB to the disk during the catch-up (%.1f MB more dirtied and dropped before writeback): %.2f bytes per image byte; follower %+v",
 		staging, float64(written-cancelled)/1e6, float64(cancelled)/1e6, float64(written-cancelled)/float64(max(image, 1)),
@@ -377,4 +418,14 @@ func catchUp(b *testing.B, mb int, staging bool) {
 	b.ReportMetric(float64(saves), "saves/catchup")
 	b.ReportMetric(float64(fs.recovers.Load()), "recovers/catchup")
 	c.Close()
+}
+
+// fullDisk ends the benchmark when Dragonboat finds the disk full.
+type fullDisk struct{ b *testing.B }
+
+func (fullDisk) Free(string, string, error) bool { return false }
+
+func (f fullDisk) Fatal(op, path string, err error) {
+	f.b.Errorf("disk full: %s %s: %v", op, path, err)
+	os.Exit(1)
 }

@@ -211,7 +211,12 @@ type catchUpResult struct {
 	ReceivedSource string  `json:"received_source"`
 	InstallMBPerS  float64 `json:"install_mb_per_sec"`
 	DiskSeqMBPerS  float64 `json:"disk_seq_write_mb_per_sec"`
-	FractionOfDisk float64 `json:"fraction_of_disk_seq_write"`
+	// DiskProbe says which probe DiskSeqMBPerS is, the larger of the
+	// limits phase's and DiskSeqAfterMBPerS, measured right after the
+	// catch-up (probeAfterCatchUp).
+	DiskProbe          string  `json:"disk_probe"`
+	DiskSeqAfterMBPerS float64 `json:"disk_seq_write_after_mb_per_sec"`
+	FractionOfDisk     float64 `json:"fraction_of_disk_seq_write"`
 	// SnapshotsReceived sums the follower's shards' snapshots_received
 	// after catch-up (at least one per shard, or the phase fails).
 	SnapshotsReceived uint64         `json:"snapshots_received"`
@@ -309,8 +314,8 @@ func restartFollower(ctx context.Context, c *cluster, b behind, limit time.Durat
 	}
 	close(watchDone)
 	res.StagedBytes, watchDone = <-watched, nil
-	res.SMBytesAfter = allocatedBytes(filepath.Join(b.follower.dir, "sm"))
-	res.ReceivedBytes, res.ReceivedSource = res.SMBytesAfter, "follower DIR/sm allocated bytes after install"
+	res.SMBytesAfter = settledBytes(ctx, filepath.Join(b.follower.dir, "sm"))
+	res.ReceivedBytes, res.ReceivedSource = res.SMBytesAfter, "follower DIR/sm allocated bytes after install, settled"
 	fs, err := c.status(ctx, b.follower)
 	if err != nil {
 		return res, err
@@ -323,6 +328,26 @@ func restartFollower(ctx context.Context, c *cluster, b behind, limit time.Durat
 		res.InstallMBPerS = float64(res.ReceivedBytes) / 1e6 / res.Seconds
 	}
 	return res, res.caughtUpBySnapshot(fs)
+}
+
+// settledBytes is dir's allocated size once it stopped shrinking (two
+// samples 100 ms apart, at most 5 s). The follower reports its new applied
+// index before it removes the image the install replaced (sm's
+// RecoverFromSnapshot closes and deletes it after the swap), so a sample
+// taken at once could count both images: that is where the 291-374 MB
+// seen "installed" for a 201 MB image came from in one round in four.
+func settledBytes(ctx context.Context, dir string) uint64 {
+	prev := allocatedBytes(dir)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+		cur := allocatedBytes(dir)
+		if cur >= prev {
+			return cur
+		}
+		prev = cur
+	}
+	return prev
 }
 
 func snapshotFields(raw map[string]any) map[string]any {

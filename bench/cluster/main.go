@@ -312,13 +312,10 @@ func run(ctx context.Context, o options) error {
 			} else if cu, err := restartFollower(ctx, c, b, o.PhaseLimit, o.profiler("catch-up")); err != nil {
 				fail("catch-up", err)
 			} else {
-				if rep.Limits != nil && rep.Limits.SeqWriteMiBSec > 0 {
-					cu.DiskSeqMBPerS = rep.Limits.SeqWriteMiBSec * (1 << 20) / 1e6
-					cu.FractionOfDisk = cu.InstallMBPerS / cu.DiskSeqMBPerS
-				}
+				probeAfterCatchUp(filepath.Join(root, name), o, rep.Limits, &cu)
 				rep.CatchUp = &cu
-				logf("catch-up: %.2f s (%.2f s to first /status), %.1f MB (%s; %.1f MB staged), %.1f MB/s = %.2f of disk",
-					cu.Seconds, cu.StartupSeconds, float64(cu.ReceivedBytes)/1e6, cu.ReceivedSource, float64(cu.StagedBytes)/1e6, cu.InstallMBPerS, cu.FractionOfDisk)
+				logf("catch-up: %.2f s (%.2f s to first /status), %.1f MB (%s; %.1f MB staged), %.1f MB/s = %.2f of the disk's %.0f MB/s (%s)",
+					cu.Seconds, cu.StartupSeconds, float64(cu.ReceivedBytes)/1e6, cu.ReceivedSource, float64(cu.StagedBytes)/1e6, cu.InstallMBPerS, cu.FractionOfDisk, cu.DiskSeqMBPerS, cu.DiskProbe)
 			}
 		}
 		c.stopAll(false)

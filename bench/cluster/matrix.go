@@ -55,6 +55,9 @@ type recoverySide struct {
 	InstalledMB       float64 `json:"catch_up_installed_mb"`
 	InstallMBPerS     float64 `json:"catch_up_install_mb_per_sec"`
 	SnapshotsReceived float64 `json:"catch_up_snapshots_received"`
+	// FractionOfDisk is the median of each run's MB/s over the disk's
+	// sequential write (probeAfterCatchUp: the larger of the limits phase's probe and one right after the run).
+	FractionOfDisk    float64 `json:"catch_up_fraction_of_disk_seq_write"`
 	RestartOneSeconds float64 `json:"restart_one_seconds"`
 	RestartAllSeconds float64 `json:"restart_all_seconds"`
 }
@@ -106,7 +109,7 @@ func setsShards(args []string) bool {
 
 // sideOfRecovery is the medians of runs.
 func sideOfRecovery(runs []recoveryResult) recoverySide {
-	var cu, start, mb, rate, snaps, one, all []float64
+	var cu, start, mb, rate, snaps, frac, one, all []float64
 	for _, r := range runs {
 		if r.CatchUp != nil {
 			cu = append(cu, r.CatchUp.Seconds)
@@ -114,6 +117,9 @@ func sideOfRecovery(runs []recoveryResult) recoverySide {
 			mb = append(mb, float64(r.CatchUp.ReceivedBytes)/1e6)
 			rate = append(rate, r.CatchUp.InstallMBPerS)
 			snaps = append(snaps, float64(r.CatchUp.SnapshotsReceived))
+			if r.CatchUp.FractionOfDisk > 0 {
+				frac = append(frac, r.CatchUp.FractionOfDisk)
+			}
 		}
 		if r.RestartOne != nil {
 			one = append(one, r.RestartOne.MedianSecond)
@@ -123,7 +129,7 @@ func sideOfRecovery(runs []recoveryResult) recoverySide {
 		}
 	}
 	return recoverySide{Runs: len(runs), CatchUpSeconds: median(cu), StartupSeconds: median(start), InstalledMB: median(mb),
-		InstallMBPerS: median(rate), SnapshotsReceived: median(snaps), RestartOneSeconds: median(one), RestartAllSeconds: median(all)}
+		InstallMBPerS: median(rate), SnapshotsReceived: median(snaps), FractionOfDisk: median(frac), RestartOneSeconds: median(one), RestartAllSeconds: median(all)}
 }
 
 // recoveryRowOf aggregates one shard count's recovery runs.
@@ -141,7 +147,7 @@ func recoveryRowOf(shards int, runs []recoveryResult) recoveryRow {
 	row.Ratio = recoverySide{
 		CatchUpSeconds: ratio(c.CatchUpSeconds, b.CatchUpSeconds), StartupSeconds: ratio(c.StartupSeconds, b.StartupSeconds),
 		InstalledMB: ratio(c.InstalledMB, b.InstalledMB), InstallMBPerS: ratio(c.InstallMBPerS, b.InstallMBPerS),
-		SnapshotsReceived: ratio(c.SnapshotsReceived, b.SnapshotsReceived),
+		SnapshotsReceived: ratio(c.SnapshotsReceived, b.SnapshotsReceived), FractionOfDisk: ratio(c.FractionOfDisk, b.FractionOfDisk),
 		RestartOneSeconds: ratio(c.RestartOneSeconds, b.RestartOneSeconds), RestartAllSeconds: ratio(c.RestartAllSeconds, b.RestartAllSeconds),
 	}
 	for _, a := range cand {
@@ -253,6 +259,7 @@ func shardsSummary(rows []shardsRow) []string {
 			f(row.Shards, "catch-up s", r.Candidate.CatchUpSeconds, r.Baseline.CatchUpSeconds, r.Ratio.CatchUpSeconds)
 			f(row.Shards, "catch-up MB installed", r.Candidate.InstalledMB, r.Baseline.InstalledMB, r.Ratio.InstalledMB)
 			f(row.Shards, "catch-up MB/s", r.Candidate.InstallMBPerS, r.Baseline.InstallMBPerS, r.Ratio.InstallMBPerS)
+			f(row.Shards, "catch-up / disk seq write", r.Candidate.FractionOfDisk, r.Baseline.FractionOfDisk, r.Ratio.FractionOfDisk)
 			f(row.Shards, "restart one process, s", r.Candidate.RestartOneSeconds, r.Baseline.RestartOneSeconds, r.Ratio.RestartOneSeconds)
 			f(row.Shards, "restart all three, s", r.Candidate.RestartAllSeconds, r.Baseline.RestartAllSeconds, r.Ratio.RestartAllSeconds)
 		}
@@ -287,13 +294,10 @@ func recoveryRun(ctx context.Context, fl *fleet, smp *sampler, o options, lim *l
 			user += uint64(b.written) * (256 + 16)
 			var cu catchUpResult
 			if cu, err = restartFollower(ctx, c, b, o.PhaseLimit, nil); err == nil {
-				if lim != nil && lim.SeqWriteMiBSec > 0 {
-					cu.DiskSeqMBPerS = lim.SeqWriteMiBSec * (1 << 20) / 1e6
-					cu.FractionOfDisk = cu.InstallMBPerS / cu.DiskSeqMBPerS
-				}
+				probeAfterCatchUp(filepath.Join(fl.root, name), o, lim, &cu)
 				res.CatchUp = &cu
-				logf("%s: caught up in %.2f s (%.2f s to first /status), %.1f MB at %.1f MB/s, %d snapshots over %d shards",
-					name, cu.Seconds, cu.StartupSeconds, float64(cu.ReceivedBytes)/1e6, cu.InstallMBPerS, cu.SnapshotsReceived, len(cu.Shards))
+				logf("%s: caught up in %.2f s (%.2f s to first /status), %.1f MB at %.1f MB/s = %.2f of the disk's %.0f MB/s (%s), %d snapshots over %d shards",
+					name, cu.Seconds, cu.StartupSeconds, float64(cu.ReceivedBytes)/1e6, cu.InstallMBPerS, cu.FractionOfDisk, cu.DiskSeqMBPerS, cu.DiskProbe, cu.SnapshotsReceived, len(cu.Shards))
 			}
 		}
 		if err != nil {

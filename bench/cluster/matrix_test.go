@@ -109,13 +109,13 @@ func TestShardsSummary(t *testing.T) {
 	rows := []shardsRow{{Shards: 16, Write: []abRow{{K: 256, Candidate: abSide{OpsPerSec: 300}, Baseline: abSide{OpsPerSec: 200}, Ratio: abSide{OpsPerSec: 1.5}}},
 		Recovery: &rr}}
 	lines := shardsSummary(rows)
-	if len(lines) != 9 {
+	if len(lines) != 10 {
 		t.Fatalf("%d lines: %q", len(lines), lines)
 	}
 	if l := lines[0]; !strings.Contains(l, "--shards 16") || !strings.Contains(l, "K=256 PUT/s") || !strings.Contains(l, "300.000") || !strings.HasSuffix(l, "x1.50") {
 		t.Errorf("first line %q", l)
 	}
-	if l := lines[8]; !strings.Contains(l, "restart all three") || !strings.HasSuffix(l, "x0.50") {
+	if l := lines[9]; !strings.Contains(l, "restart all three") || !strings.HasSuffix(l, "x0.50") {
 		t.Errorf("last line %q", l)
 	}
 }

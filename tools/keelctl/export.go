@@ -52,7 +52,7 @@ result is verified before it is published under its final name.`,
 			case "none":
 				ct = pb.NoCompression
 			default:
-				return fmt.Errorf("%w: --compression must be snappy or none", errUsage)
+				return fmt.Errorf("%w: --compression must be none or snappy", errUsage)
 			}
 			var override map[uint64]string
 			if members != "" {
@@ -84,7 +84,7 @@ result is verified before it is published under its final name.`,
 	f := cmd.Flags()
 	f.StringVar(&members, "members", "", `membership to record, "1=host:port,2=host:port" (default: from the Raft log)`)
 	f.Uint64Var(&term, "term", 0, "Raft term of the entry at the applied index (default: from the Raft log)")
-	f.StringVar(&compression, "compression", "snappy", "snapshot compression: snappy (as host.ShardConfig) or none")
+	f.StringVar(&compression, "compression", "none", "snapshot compression: none (as host.ShardConfig) or snappy")
 	return cmd
 }
 

@@ -119,6 +119,21 @@ func (s *services) stopShard(shardID uint64) {
 	}
 }
 
+// compactorOf returns the log compactor whose figures /status shows for
+// shardID (the first shard): its replica's current one, or, when that
+// replica left, the one it had at start (its stats stay readable). A
+// replica that joined again has loops of its own, and the stopped
+// compactor's figures would be stale.
+func (s *services) compactorOf(shardID uint64) *logcompact.Compactor {
+	if ss := s.shard(shardID); ss != nil {
+		return ss.comp
+	}
+	if s == nil {
+		return nil
+	}
+	return s.comp
+}
+
 // shard returns one replica's loops, or nil.
 func (s *services) shard(id uint64) *shardServices {
 	if s == nil {

@@ -57,3 +57,30 @@ func TestStopShardEndsTheReplicasLoops(t *testing.T) {
 	}
 	s.stopShard(2) // nothing left: a no-op
 }
+
+// /status's compaction figures for the first shard follow its replica:
+// after the replica left they are the stopped compactor's (still
+// readable), after it joined again the new compactor's, never the stale
+// one beside a live replica.
+func TestCompactorOfFollowsARejoinedReplica(t *testing.T) {
+	old, joined := &logcompact.Compactor{}, &logcompact.Compactor{}
+	s := &services{byShard: map[uint64]*shardServices{1: {comp: old}}, comp: old, compactors: logcompact.NewRunner(0)}
+	if got := s.compactorOf(1); got != old {
+		t.Fatal("the first shard's compactor is not the one it started with")
+	}
+	s.mu.Lock()
+	delete(s.byShard, 1) // the replica left (stopShard, without a live timer)
+	s.mu.Unlock()
+	if got := s.compactorOf(1); got != old {
+		t.Fatal("a replica that left lost its compactor's figures")
+	}
+	s.mu.Lock()
+	s.byShard[1] = &shardServices{comp: joined}
+	s.mu.Unlock()
+	if got := s.compactorOf(1); got != joined {
+		t.Fatal("a rejoined replica shows the stopped compactor's figures")
+	}
+	if (*services)(nil).compactorOf(1) != nil {
+		t.Fatal("no services, yet a compactor")
+	}
+}

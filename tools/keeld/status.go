@@ -201,8 +201,9 @@ type raftLogStatus struct {
 
 func (s *server) raftLogStatus(first, last uint64) raftLogStatus {
 	st := raftLogStatus{FirstIndex: first, LastIndex: last, DiskBytes: diskUsage(s.cfg.RaftDir())}
-	if s.svc != nil && s.svc.comp != nil {
-		cs := s.svc.comp.Stats()
+	comp := s.svc.compactorOf(s.cfg.ShardID)
+	if comp != nil {
+		cs := comp.Stats()
 		st.Compaction = true
 		st.Compactions, st.EntriesRemoved = cs.Compactions, cs.EntriesRemoved
 		st.Reclaims, st.BytesReclaimed, st.Errors = cs.Reclaims, cs.BytesReclaimed, cs.Errors
