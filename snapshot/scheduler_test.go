@@ -122,3 +122,50 @@ func TestSchedulerLoopStopsCleanly(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// rejecting answers the first reject requests as Dragonboat does when its
+// applied index has not caught up with Keel's (ErrRejected), then takes
+// snapshots.
+type rejecting struct {
+	reject int
+	calls  int
+}
+
+func (r *rejecting) SyncRequestSnapshot(context.Context, uint64, dragonboat.SnapshotOption) (uint64, error) {
+	r.calls++
+	if r.calls <= r.reject {
+		return 0, dragonboat.ErrRejected
+	}
+	return 5, nil
+}
+
+type fixedIndex uint64
+
+func (f fixedIndex) AppliedIndex() uint64 { return uint64(f) }
+
+// A rejection may be stale (Dragonboat records the applied index after
+// Update returns): the next run asks again for the same index; a second
+// rejection settles it and later runs skip.
+func TestSchedulerRetriesOneRejection(t *testing.T) {
+	cfg := snapshot.SchedulerConfig{ShardID: 1, Interval: time.Hour}
+	once := &rejecting{reject: 1}
+	s := snapshot.NewScheduler(cfg, once, fixedIndex(5))
+	s.RunOnce()
+	s.RunOnce()
+	if st := s.Stats(); st.Rejected != 1 || st.Taken != 1 || once.calls != 2 {
+		t.Fatalf("after a stale rejection: %+v, %d requests; want it taken on the next run", st, once.calls)
+	}
+	s.RunOnce()
+	if st := s.Stats(); st.Skipped != 1 || once.calls != 2 {
+		t.Fatalf("nothing new after the snapshot: %+v, %d requests", st, once.calls)
+	}
+
+	always := &rejecting{reject: 1 << 30}
+	s = snapshot.NewScheduler(cfg, always, fixedIndex(5))
+	for i := 0; i < 4; i++ {
+		s.RunOnce()
+	}
+	if st := s.Stats(); st.Rejected != 2 || st.Skipped != 2 || always.calls != 2 {
+		t.Fatalf("always rejected: %+v, %d requests; want two requests, then skips", st, always.calls)
+	}
+}
