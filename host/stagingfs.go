@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/keel-db/keel/internal/gbsnap"
 	"github.com/lni/vfs"
@@ -58,6 +59,8 @@ var discardMarks struct {
 // discardMark is one stream's. Its fields are guarded by discardMarks.mu.
 type discardMark struct {
 	nodeHostDir string
+	// since is when the stream was marked.
+	since time.Time
 	// holey is set once a byte of the staging file was dropped.
 	holey bool
 	// dropped counts the bytes not written.
@@ -68,16 +71,31 @@ type discardMark struct {
 // stagingFS may drop its staging file's bytes from here on. A mark for the
 // same stream before (Dragonboat starts the stream over, recreating the
 // file) is replaced.
+//
+// A holey mark outlives its stream when the transport forgot the stream
+// before its end (chunk refuses its late chunks by the mark); one older
+// than discardMarkTTL is dropped here, far past Dragonboat's own timeout
+// for a stream's chunks (SnapshotChunkTimeoutTick, 900 of its one-second
+// ticks), after which it ignores such chunks itself.
 func markDiscard(nodeHostDir string, k streamKey) *discardMark {
-	d := &discardMark{nodeHostDir: nodeHostDir}
+	now := time.Now()
+	d := &discardMark{nodeHostDir: nodeHostDir, since: now}
 	discardMarks.mu.Lock()
 	defer discardMarks.mu.Unlock()
 	if discardMarks.m == nil {
 		discardMarks.m = make(map[streamKey]*discardMark)
 	}
+	for old, m := range discardMarks.m {
+		if now.Sub(m.since) > discardMarkTTL {
+			delete(discardMarks.m, old)
+		}
+	}
 	discardMarks.m[k] = d
 	return d
 }
+
+// discardMarkTTL bounds how long a mark is kept (markDiscard).
+const discardMarkTTL = time.Hour
 
 // unmarkDiscard forgets k's mark if it is still d, and reports whether d
 // went holey (false for a nil d).
