@@ -77,7 +77,8 @@ type directFile struct {
 	free    chan []byte
 	done    chan struct{}
 	stopped bool // full is closed
-	// failed is set by the writer when err is; err is the first error.
+	// failed is set by the writer after err, the first error; once it
+	// reads true, err may be read by the caller too.
 	failed atomic.Bool
 	err    error
 }
@@ -144,14 +145,14 @@ func alignedBuf(n int) []byte {
 	return b[skip : skip+n : skip+n]
 }
 
-// errWriterFailed stands for the writer's error until Finish reports it.
-var errWriterFailed = errors.New("keel/snapshot: an earlier write of the file failed")
-
 func (d *directFile) Write(p []byte) (int, error) {
 	total := len(p)
 	for len(p) > 0 {
 		if d.failed.Load() {
-			return 0, errWriterFailed
+			// The writer stored err before failed (happens-before):
+			// the caller sees the cause (no space, an I/O error), which
+			// decides how a host reacts.
+			return 0, d.err
 		}
 		c := copy(d.cur[d.n:], p)
 		d.n += c

@@ -170,6 +170,9 @@ func TestReceivedFileReportsAFailedWrite(t *testing.T) {
 	for i := 0; i < 6 && werr == nil; i++ {
 		_, werr = rf.Write(buf)
 	}
+	if werr != nil && !errors.Is(werr, errInjected) {
+		t.Fatalf("Write after a failed write: %v, want the write's own error", werr)
+	}
 	ferr := rf.Finish()
 	if !errors.Is(ferr, errInjected) {
 		t.Fatalf("Finish after a failed write: %v (Write: %v), want the write's error", ferr, werr)
