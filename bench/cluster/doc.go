@@ -52,7 +52,13 @@
 // of one process and of all three), candidate and baseline alternating
 // when -keeld-base is given; shards_rows in the JSON holds each N's
 // medians and ratios (matrix.go). `make bench-cluster-shards` runs it
-// against a keeld built from BASE_REF (default main).
+// against a keeld built from BASE_REF (default main), and `make
+// bench-cluster-catchup` runs its catch-up alone at 500 MB. Each catch-up's
+// fraction of the disk is taken against the larger of the limits phase's
+// sequential-write probe and one made right after it (probeAfterCatchUp).
+// KEEL_BENCH_KEEP_LOGS=DIR copies each recovery run's keeld logs there
+// before its directory goes (with -keeld-args '--log-level debug', the
+// timeline of a catch-up).
 //
 // # Load client
 //

@@ -278,7 +278,7 @@ func recoveryRun(ctx context.Context, fl *fleet, smp *sampler, o options, lim *l
 		fail(name, err)
 		return res
 	}
-	defer func() { c.stopAll(false); _ = os.RemoveAll(filepath.Join(fl.root, name)) }()
+	defer func() { c.stopAll(false); keepLogs(fl.root, name); _ = os.RemoveAll(filepath.Join(fl.root, name)) }()
 	smp.set(c, name+"-fill")
 	lr, err := fill(ctx, c, o.SmallMB*1e6, o.FillValue, 16, 'r', o.PhaseLimit)
 	if err != nil {
@@ -322,4 +322,29 @@ func recoveryRun(ctx context.Context, fl *fleet, smp *sampler, o options, lim *l
 		}
 	}
 	return res
+}
+
+// keepLogs copies the keeld logs of run name (root/name/r*.log) into
+// $KEEL_BENCH_KEEP_LOGS/name when that is set, before the run's
+// directory is removed: with -keeld-args '--log-level debug' they hold
+// Dragonboat's and Keel's timeline of a catch-up.
+func keepLogs(root, name string) {
+	dst := os.Getenv("KEEL_BENCH_KEEP_LOGS")
+	if dst == "" {
+		return
+	}
+	logs, _ := filepath.Glob(filepath.Join(root, name, "r*.log"))
+	if err := os.MkdirAll(filepath.Join(dst, name), 0o755); err != nil {
+		logf("keep logs: %v", err)
+		return
+	}
+	for _, l := range logs {
+		b, err := os.ReadFile(l)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dst, name, filepath.Base(l)), b, 0o644)
+		}
+		if err != nil {
+			logf("keep logs: %v", err)
+		}
+	}
 }
