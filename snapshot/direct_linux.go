@@ -45,7 +45,10 @@ const (
 	// directBuf is the size of one O_DIRECT write: 2 chunks, so a chunk
 	// that does not fill the buffer's rest still goes out in one write.
 	directBuf = 2 * ChunkSize
-	// directInFlight is how many full buffers may wait for the writer.
+	// directInFlight is how many full buffers may wait for the writer:
+	// with the one filling and the one being written, a file holds at
+	// most directInFlight+2 buffers, and free (directInFlight+1) takes
+	// back every one the caller is not filling.
 	directInFlight = 2
 )
 

@@ -87,9 +87,9 @@
 // The file checksum comes after the content so the writer reads each file
 // once. Both sides hold one 1 MiB chunk buffer whatever the image size; the
 // reader also keeps the names seen (at most MaxFiles of MaxNameLen bytes)
-// and, writing with O_DIRECT, up to three 2 MiB aligned buffers for the
-// file being written (one filling, two queued for its writer goroutine;
-// recycled through a sync.Pool).
+// and, writing with O_DIRECT, up to four 2 MiB aligned buffers for the
+// file being written (one filling, two queued for its writer goroutine,
+// one being written; recycled through a sync.Pool).
 //
 // Compression: none. Neither Keel nor Dragonboat compresses a stream
 // (host.ShardConfig sets SnapshotCompressionType NoCompression): a stream
