@@ -134,14 +134,54 @@ func (r Root) readSealed(name string) ([]byte, error) {
 }
 
 // AdoptStaged publishes the image of the staged dir name as the live image
-// (Publish: rename, then the atomic CURRENT swap) and removes the emptied
-// staged dir. It returns the new image's name.
+// and removes the staged dir. It returns the new image's name.
+//
+// The image is published as a copy made of hard links (a temp dir holding
+// a link to every file of the staged image, fsynced, then Publish: rename,
+// then the atomic CURRENT swap), not by renaming the staged image itself.
+// Publish renames its dir into place before CURRENT names it, and a crash
+// between the two leaves an image no CURRENT names, which the next Sweep
+// removes. Had that been the staged image, the staged dir would be left
+// with its SEALED record and no image, while Raft has recorded the
+// snapshot whose staging file was cut (host/snaptee.go): every restart's
+// RecoverFromSnapshot would fail, the replica lost for good. The chaos
+// suite hit exactly that (a SIGKILL during an adoption; exit 70 at every
+// start after). With links, the staged image stays whole until CURRENT
+// names the new one, and the staged dir goes only after that; an adoption
+// cut short is simply done again. An image is a flat directory of Pebble
+// files (snapshot.ValidFileName), so linking its files copies it.
 func (r Root) AdoptStaged(name string) (string, error) {
-	img, err := r.Publish(r.FS.PathJoin(r.Dir, name, stagedImage))
+	src := r.FS.PathJoin(r.Dir, name, stagedImage)
+	files, err := r.FS.List(src)
+	if err != nil {
+		return "", fmt.Errorf("keel/engine: staged image %s: %w", name, err)
+	}
+	tmp, err := r.TempDir("adopt")
 	if err != nil {
 		return "", err
 	}
-	// Best effort: what is left is the SEALED record, pruned later.
+	published := false
+	defer func() {
+		if !published {
+			_ = r.FS.RemoveAll(tmp)
+		}
+	}()
+	for _, f := range files {
+		if err := r.FS.Link(r.FS.PathJoin(src, f), r.FS.PathJoin(tmp, f)); err != nil {
+			return "", fmt.Errorf("keel/engine: link staged %s/%s: %w", name, f, err)
+		}
+	}
+	if err := syncDir(r.FS, tmp); err != nil {
+		return "", err
+	}
+	// From here the temp dir may be renamed; a leftover is swept on open.
+	published = true
+	img, err := r.Publish(tmp)
+	if err != nil {
+		return "", err
+	}
+	// Best effort: a staged dir left behind is pruned later (its index is
+	// at or below the applied index now).
 	_ = r.FS.RemoveAll(r.FS.PathJoin(r.Dir, name))
 	return img, nil
 }
