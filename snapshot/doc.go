@@ -199,8 +199,10 @@
 //     full.
 //  3. RecoverFromSnapshot reads the stream header (60 bytes) and looks for
 //     a sealed staged image with the same header (FindStaged); it
-//     publishes it (engine.Root.AdoptStaged) without reading the stream
-//     further. Without one it installs from the stream as before.
+//     publishes it (engine.Root.AdoptStaged: a copy made of hard links,
+//     so the staged image stays whole until CURRENT names the new one)
+//     without reading the stream further. Without one it installs from
+//     the stream as before.
 //
 // Why it is exact: a staged image passed every check Install makes, and
 // it is adopted only for a stream header identical to the one it was
@@ -218,7 +220,11 @@
 // TestCrashBeforeAdoptingStagedImage (the process SIGKILLed between Raft
 // recording the cut snapshot and the adoption; it restarts on the staged
 // image, hashes equal; Dragonboat panics on the cut file if the image is
-// pruned). Any failure on the staging side (a format it does not read, a
+// pruned) and sm TestAdoptionSurvivesACrashAtEveryStep (a kill or a power
+// loss at each file operation of the adoption; when the staged image
+// itself was renamed into place, a kill between that rename and the
+// CURRENT swap lost it to the next Sweep and the replica failed every
+// restart, which the chaos suite hit). Any failure on the staging side (a format it does not read, a
 // failed check, no state machine, too many streams, a stream cut off)
 // leaves Dragonboat's file whole and the snapshot on the ordinary path.
 //
