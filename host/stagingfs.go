@@ -182,26 +182,14 @@ type stagingFS struct {
 
 func (fs *stagingFS) Create(name string) (vfs.File, error) {
 	f, err := fs.FS.Create(name)
-	return wrapStaging(f, err, name, 0)
+	if err != nil {
+		return f, err
+	}
+	return wrapStaging(f, markFor(name), 0), nil
 }
 
 func (fs *stagingFS) OpenForAppend(name string) (vfs.File, error) {
 	f, err := fs.FS.OpenForAppend(name)
-	if err != nil || markFor(name) == nil {
-		return f, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		_ = f.Close()
-		return nil, err
-	}
-	return wrapStaging(f, nil, name, st.Size())
-}
-
-// truncater is the part of *os.File stagingFile needs.
-type truncater interface{ Truncate(size int64) error }
-
-func wrapStaging(f vfs.File, err error, name string, size int64) (vfs.File, error) {
 	if err != nil {
 		return f, err
 	}
@@ -209,10 +197,27 @@ func wrapStaging(f vfs.File, err error, name string, size int64) (vfs.File, erro
 	if d == nil {
 		return f, nil
 	}
-	if _, ok := f.(truncater); !ok {
-		return f, nil
+	st, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, err
 	}
-	return &stagingFile{File: f, mark: d, size: size}, nil
+	return wrapStaging(f, d, st.Size()), nil
+}
+
+// truncater is the part of *os.File stagingFile needs.
+type truncater interface{ Truncate(size int64) error }
+
+// wrapStaging returns f, of size bytes, as a marked stream's staging file,
+// or f itself when there is no mark or f cannot be truncated.
+func wrapStaging(f vfs.File, d *discardMark, size int64) vfs.File {
+	if d == nil {
+		return f
+	}
+	if _, ok := f.(truncater); !ok {
+		return f
+	}
+	return &stagingFile{File: f, mark: d, size: size}
 }
 
 // stagingFile is a marked stream's staging file, opened for appending: size
