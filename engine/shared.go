@@ -182,7 +182,8 @@ func (s *Shared) Close() error {
 }
 
 // Stats returns the shared counters. It reads every engine's Pebble
-// metrics, so it costs a few microseconds per engine.
+// metrics (for MemTableAllocated), so it costs a few microseconds per
+// engine: about 14 ms at 1,000 engines. MemTableBytes is the cheap part.
 func (s *Shared) Stats() SharedStats {
 	engines := s.snapshotEngines()
 	st := SharedStats{
@@ -197,6 +198,10 @@ func (s *Shared) Stats() SharedStats {
 	}
 	return st
 }
+
+// MemTableBytes returns Stats().MemTableBytes, Keel's count of bytes
+// committed and not yet flushed over every engine: one atomic load.
+func (s *Shared) MemTableBytes() int64 { return s.memBytes.Load() }
 
 func (s *Shared) register(e *Engine) error {
 	s.mu.Lock()

@@ -54,7 +54,8 @@
 //     and engine.Shared's memtable counters sampled every 100 ms. At the
 //     RSS peak, the Go heap's live size, goal and objects (load.at_peak,
 //     from runtime/metrics); over the window, bytes allocated and GC
-//     cycles; with -profile, a heap profile at the end of the window.
+//     cycles; with -profile, a CPU profile of the window and a heap
+//     profile at its end.
 //
 // # Output
 //

@@ -73,7 +73,7 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.RestartRuns, "restart-runs", 3, "restarts per child (the first in a fresh process; the median is reported)")
 	fs.IntVar(&o.Workers, "workers", 64, "goroutines writing and reading shards in steady and restart")
 	fs.DurationVar(&o.ChildLimit, "child-limit", 10*time.Minute, "time bound of one child process")
-	fs.StringVar(&o.Profile, "profile", "", "directory for profiles: heap after steady's writes and at the end of the load window, CPU of the idle window and of the first restart (KIND-N-*.pprof)")
+	fs.StringVar(&o.Profile, "profile", "", "directory for profiles: heap after steady's writes and at the end of the load window, CPU of the idle window, of the first restart and of the load window (KIND-N-*.pprof)")
 	fs.IntVar(&o.RTTMillis, "rtt-ms", 0, "the NodeHost's RTTMillisecond (Dragonboat's tick) for every kind; 0: host.RTTForShards of each shard count, as keeld does (20 ms up to 100 shards, 200 ms at 1,000). -settle defaults to 1.5x the quiesce threshold (100 ticks) when that is longer than 4 s")
 	var memLimit string
 	fs.StringVar(&memLimit, "go-memory-limit", "keeld", "each child's Go memory limit (debug.SetMemoryLimit), the same for every kind: keeld (host.GoMemoryLimitForShards of the shard count, as keeld sets it: 2,094 MiB at 1,000), none, or MiB; GOMEMLIMIT in the environment overrides it")
