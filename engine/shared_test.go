@@ -29,6 +29,8 @@ func TestSharedLifecycle(t *testing.T) {
 	write(t, b, 1, "k", "b")
 	if st := sh.Stats(); st.Engines != 2 || st.MemTableBytes <= 0 || st.MemTableAllocated == 0 {
 		t.Fatalf("two engines with a write each: %+v", st)
+	} else if n := sh.MemTableBytes(); n != st.MemTableBytes {
+		t.Fatalf("MemTableBytes() = %d, Stats says %d", n, st.MemTableBytes)
 	}
 	if err := sh.Close(); !errors.Is(err, ErrSharedInUse) {
 		t.Fatalf("Close with engines open: %v", err)
