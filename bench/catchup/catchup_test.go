@@ -323,29 +323,11 @@ func catchUp(b *testing.B, mb int, staging bool) {
 
 	// KEEL_CATCHUP_CPUPROFILE=FILE profiles the catch-up only (not the
 	// load), every replica in this process.
-	if p := os.Getenv("KEEL_CATCHUP_CPUPROFILE"); p != "" {
-		f, err := os.Create(p)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			b.Fatal(err)
-		}
-		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
-	}
+	defer recordTo(b, "KEEL_CATCHUP_CPUPROFILE", pprof.StartCPUProfile, pprof.StopCPUProfile)()
 	// KEEL_CATCHUP_TRACE=FILE writes an execution trace of the catch-up
 	// (go tool trace -pprof=sync|syscall|sched FILE: where the stream's
 	// goroutines wait).
-	if p := os.Getenv("KEEL_CATCHUP_TRACE"); p != "" {
-		f, err := os.Create(p)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := trace.Start(f); err != nil {
-			b.Fatal(err)
-		}
-		defer func() { trace.Stop(); _ = f.Close() }()
-	}
+	defer recordTo(b, "KEEL_CATCHUP_TRACE", trace.Start, trace.Stop)()
 	// KEEL_CATCHUP_LOG=FILE logs Dragonboat at debug level into FILE from
 	// the restart on (not during the load).
 	if p := os.Getenv("KEEL_CATCHUP_LOG"); p != "" {
@@ -428,4 +410,22 @@ func (fullDisk) Free(string, string, error) bool { return false }
 func (f fullDisk) Fatal(op, path string, err error) {
 	f.b.Errorf("disk full: %s %s: %v", op, path, err)
 	os.Exit(1)
+}
+
+// recordTo starts a recording (a CPU profile, an execution trace) into the
+// file the environment variable env names, if it names one, and returns
+// what stops it and closes the file.
+func recordTo(b *testing.B, env string, start func(io.Writer) error, stop func()) func() {
+	p := os.Getenv(env)
+	if p == "" {
+		return func() {}
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := start(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() { stop(); _ = f.Close() }
 }
